@@ -1,0 +1,104 @@
+"""Notebook conventions: paired, in sync, standard opening, executed, listed in the book and README."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import jupytext
+import nbformat
+import pytest
+import yaml
+
+from scripts import notebook_header
+
+ROOT = Path(__file__).resolve().parent.parent
+PY_FILES = notebook_header.notebooks()
+IPYNB_FILES = sorted(p for d in notebook_header.NOTEBOOK_DIRS for p in (ROOT / d).glob("*.ipynb"))
+CHAPTERS = sorted((ROOT / "chapters").glob("[0-9][0-9]_*.ipynb"))
+
+
+def ids(paths):
+    return [p.name for p in paths]
+
+
+def test_there_are_chapters() -> None:
+    assert CHAPTERS and PY_FILES
+
+
+@pytest.mark.parametrize("ipynb", IPYNB_FILES, ids=ids(IPYNB_FILES))
+def test_every_notebook_is_paired_and_in_sync(ipynb: Path) -> None:
+    py = ipynb.with_suffix(".py")
+    assert py.exists(), f"{ipynb.name} has no paired {py.name}: run `make sync`"
+    from_py = [(c.cell_type, c.source) for c in jupytext.read(py).cells]
+    from_nb = [(c.cell_type, c.source) for c in jupytext.read(ipynb).cells]
+    assert from_py == from_nb, f"{py.name} and {ipynb.name} differ: edit the .py, then run `make sync` or `make book`"
+    assert jupytext.read(ipynb).metadata["jupytext"]["formats"] == "ipynb,py:percent"
+
+
+@pytest.mark.parametrize("py", PY_FILES, ids=ids(PY_FILES))
+def test_standard_opening(py: Path) -> None:
+    assert notebook_header.problems(py) == []
+    assert py.with_suffix(".ipynb").exists(), f"{py.name} has no .ipynb: run `make sync`"
+    assert notebook_header.problems(py.with_suffix(".ipynb")) == []
+
+
+@pytest.mark.parametrize("ipynb", IPYNB_FILES, ids=ids(IPYNB_FILES))
+def test_stored_outputs_are_complete_and_clean(ipynb: Path) -> None:
+    nb = nbformat.read(ipynb, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code" and c.source.strip()]
+    unexecuted = [i for i, c in enumerate(code) if c.execution_count is None]
+    assert not unexecuted, f"{ipynb.name}: code cells {unexecuted} were never executed: run `make book`"
+    counts = [c.execution_count for c in code]
+    assert counts == list(range(1, len(code) + 1)), f"{ipynb.name}: executed out of order; re-run top to bottom"
+    for cell in code:
+        for out in cell.get("outputs", []):
+            assert out.output_type != "error", f"{ipynb.name}: a cell stored an error: {out.get('ename')}"
+            if out.output_type == "stream" and out.name == "stderr":
+                assert "Warning" not in out.text, f"{ipynb.name}: warning in stored output: {out.text[:300]}"
+
+
+def test_setup_cell_builds_on_the_configured_repository() -> None:
+    url = notebook_header.repository_url()
+    assert url in notebook_header.setup_source() and "requirements-colab.txt" in notebook_header.setup_source()
+    link = notebook_header.colab_url(ROOT / "chapters" / "00_getting_started.py")
+    assert link == (f"https://colab.research.google.com/github/{url.removeprefix('https://github.com/')}"
+                    "/blob/main/chapters/00_getting_started.ipynb")
+
+
+def test_setup_cell_does_nothing_outside_colab_but_find_the_course(tmp_path: Path) -> None:
+    code = notebook_header.setup_source() + "\nprint(COURSE_ROOT)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT / "chapters", capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == str(ROOT)
+    assert not (tmp_path / "content").exists()
+
+
+def test_every_chapter_is_in_the_toc_and_the_readme() -> None:
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [c["file"] for part in toc["parts"] for c in part["chapters"]]
+    readme = (ROOT / "README.md").read_text()
+    for nb in CHAPTERS:
+        rel = f"chapters/{nb.stem}"
+        assert rel in files, f"{rel} is missing from _toc.yml"
+        assert notebook_header.colab_url(nb) in readme, f"README.md lacks the Colab link of {nb.name}"
+
+
+def test_every_chapter_with_exercises_has_solutions() -> None:
+    for nb in CHAPTERS:
+        if "## Exercises" in nb.with_suffix(".py").read_text():
+            solution = ROOT / "solutions" / f"{nb.stem}_solutions.ipynb"
+            assert solution.exists(), f"{nb.name} has exercises but no {solution.name}"
+
+
+def test_pins_are_generated_from_requirements() -> None:
+    result = subprocess.run([sys.executable, "scripts/make_pins.py", "--check"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+    text = (ROOT / "requirements.txt").read_text()
+    assert re.search(r"^torch==2\.13\.0$", text, re.M) and re.search(r"^transformers==5\.23\.0$", text, re.M)
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    assert "make test" in (ROOT / "README.md").read_text()
+    assert "make test" in (ROOT / ".ci" / "run").read_text()

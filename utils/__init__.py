@@ -1,0 +1,13 @@
+"""The course library: what the chapters build, packaged so later chapters can reuse it.
+
+One module per topic: ``runtime`` (modes, device, seeds), ``zoo`` (model registry),
+``images`` (loading photos), ``shapes`` (ShapesWorld), ``plotting``, ``checks`` (exercise
+checkers), and one per chapter (``vit``, ``clip``, ``qformer``, ``llava``, ``diffusion``).
+
+Shapes ledger -- the letters used in every shape comment:
+    B batch             C channels          H, W image height, width
+    P patch size        N patches           D model width
+    nh heads            hs head size (D / nh)
+    L text tokens       Q query tokens      V vocabulary size
+    T diffusion steps   K objects in a scene
+"""

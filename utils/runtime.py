@@ -1,0 +1,162 @@
+"""Where the course is running, and the two modes it runs in.
+
+Every chapter starts with ``from utils import runtime``. The mode is picked once, here:
+
+=======  ==================================================  =====================================
+mode     when                                                models
+=======  ==================================================  =====================================
+full     a CUDA GPU is present and the Hugging Face Hub      the real checkpoints (CLIP ViT-B/32,
+         answers (e.g. on Colab)                             BLIP-2 OPT-2.7B, ...)
+tiny     otherwise: CI, offline laptops                      small checkpoints shipped in models/
+=======  ==================================================  =====================================
+
+``MMLLM_MODE=tiny|full|auto`` overrides the choice (default ``auto``). ``MMLLM_THREADS=N`` pins
+the number of CPU threads torch uses, which the tests set so stored outputs reproduce exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import random
+import socket
+import warnings
+from importlib import metadata
+
+import numpy as np
+import torch
+
+MODES = ("tiny", "full", "auto")
+HUB_HOST = "huggingface.co"
+HUB_TIMEOUT_S = 2.0
+
+# Packages whose versions the environment report lists, in reading order.
+REPORTED_PACKAGES = (
+    "torch",
+    "transformers",
+    "diffusers",
+    "sentence-transformers",
+    "tokenizers",
+    "numpy",
+    "pillow",
+    "matplotlib",
+    "scikit-image",
+    "scikit-learn",
+)
+
+
+class ModeError(ValueError):
+    """Raised when MMLLM_MODE holds something other than tiny, full or auto."""
+
+
+def hub_reachable(timeout: float = HUB_TIMEOUT_S) -> bool:
+    """True when the Hugging Face Hub answers a TCP connection within ``timeout`` seconds."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    try:
+        with socket.create_connection((HUB_HOST, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def resolve_mode(requested: str | None = None) -> str:
+    """Turn a requested mode (or ``$MMLLM_MODE``) into ``"tiny"`` or ``"full"``."""
+    value = (requested if requested is not None else os.environ.get("MMLLM_MODE", "auto")).strip().lower()
+    if value not in MODES:
+        raise ModeError(
+            f"MMLLM_MODE={value!r} is not a mode; use one of {', '.join(MODES)} "
+            "(e.g. `export MMLLM_MODE=tiny` to run offline on a CPU)."
+        )
+    if value != "auto":
+        return value
+    # Full mode needs both a GPU and the Hub: the real checkpoints are gigabytes.
+    return "full" if torch.cuda.is_available() and hub_reachable() else "tiny"
+
+
+def _configure_threads() -> int:
+    threads = os.environ.get("MMLLM_THREADS", "").strip()
+    if threads:
+        if not threads.isdigit() or int(threads) < 1:
+            raise ValueError(f"MMLLM_THREADS={threads!r} must be a positive whole number of threads, e.g. 2.")
+        torch.set_num_threads(int(threads))
+    return torch.get_num_threads()
+
+
+def silence_known_warnings() -> None:
+    """Hide library warnings that are harmless for this course, so chapter outputs stay short.
+
+    Each filter names the exact message; anything else still shows.
+    """
+    quiet = [
+        # transformers falls back to PIL image processors because torchvision is not installed.
+        r".*torchvision.*",
+        r".*fast image processor.*",
+        # Hub chatter when running offline.
+        r".*HF_HUB_OFFLINE.*",
+        # Jupyter's tqdm widgets when ipywidgets is not active (plain-text bars are used instead).
+        r".*IProgress not found.*",
+    ]
+    for pattern in quiet:
+        warnings.filterwarnings("ignore", message=pattern)
+    for name in ("transformers", "diffusers", "sentence_transformers", "huggingface_hub"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:  # transformers has its own verbosity switch and progress bars
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover - transformers is a hard requirement
+        pass
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def seed_everything(seed: int = 0) -> None:
+    """Seed Python, NumPy and torch so a chapter gives the same numbers on every run."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def gpu_summary() -> str:
+    """Name and memory of the first GPU, or ``"none"``."""
+    if not torch.cuda.is_available():
+        return "none"
+    props = torch.cuda.get_device_properties(0)
+    return f"{props.name}, {props.total_memory / 2**30:.1f} GiB"
+
+
+def environment_report(packages: tuple[str, ...] = REPORTED_PACKAGES) -> dict[str, str]:
+    """Everything a bug report needs, as an ordered ``{name: value}`` table."""
+    report = {
+        "mode": MODE,
+        "device": DEVICE,
+        "GPU": gpu_summary(),
+        "CPU threads": str(torch.get_num_threads()),
+        "python": platform.python_version(),
+    }
+    report.update({name: _version(name) for name in packages})
+    return report
+
+
+def print_environment_report(versions: bool = True) -> None:
+    """Print :func:`environment_report` as an aligned two-column table."""
+    report = environment_report(REPORTED_PACKAGES if versions else ())
+    width = max(len(k) for k in report)
+    for key, value in report.items():
+        print(f"{key:<{width}}  {value}")
+
+
+MODE: str = resolve_mode()
+DEVICE: str = "cuda" if MODE == "full" and torch.cuda.is_available() else "cpu"
+THREADS: int = _configure_threads()
+silence_known_warnings()

@@ -1,0 +1,142 @@
+"""The model zoo: one name per model, the same loading code in both modes.
+
+A chapter never writes a Hub id or a folder itself. It asks the zoo::
+
+    from transformers import CLIPTokenizer
+    from utils import zoo
+
+    tokenizer = CLIPTokenizer.from_pretrained(zoo.path("clip-tokenizer"))
+
+In **full** mode ``zoo.path`` downloads the real checkpoint at its pinned revision (only the
+files ``from_pretrained`` needs) and returns the local snapshot folder. In **tiny** mode it
+returns the folder under ``models/`` that holds a small checkpoint trained offline on
+ShapesWorld, in the same Hugging Face format. Either way the chapter calls the real
+``from_pretrained`` on a local folder, so the loading code that runs on Colab runs in CI too.
+
+Chapters add their models with :func:`register`; ``make assets`` rebuilds every tiny one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from utils import runtime
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MODELS_DIR = REPO_ROOT / "models"
+
+# What from_pretrained reads: configs, safetensors weights, tokenizer and processor files.
+# (Hub repos often also hold .bin, Flax and TF copies of the weights: several GB we never need.)
+DEFAULT_PATTERNS: tuple[str, ...] = ("*.json", "*.safetensors", "*.txt", "*.model", "*.jinja")
+# A folder counts as a checkpoint when it holds at least one of these.
+MARKER_FILES = ("config.json", "tokenizer_config.json", "preprocessor_config.json", "model_index.json")
+
+
+class ZooError(RuntimeError):
+    """A model could not be found or fetched; the message says how to get it."""
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """One model, as the real Hub checkpoint (full mode) and as a shipped tiny one (tiny mode)."""
+
+    name: str
+    hub_id: str  # e.g. "openai/clip-vit-base-patch32"
+    revision: str  # a full 40-character commit hash on the Hub, so full mode is reproducible
+    folder: str  # under models/, e.g. "clip-tokenizer"
+    rebuild: str  # the command that recreates the tiny folder
+    description: str
+    allow_patterns: tuple[str, ...] = DEFAULT_PATTERNS
+
+    def __post_init__(self) -> None:
+        if len(self.revision) != 40 or any(c not in "0123456789abcdef" for c in self.revision):
+            raise ValueError(f"zoo entry {self.name!r}: revision must be a 40-character commit hash, got {self.revision!r}")
+
+    @property
+    def local_dir(self) -> Path:
+        return MODELS_DIR / self.folder
+
+
+REGISTRY: dict[str, ZooEntry] = {}
+
+
+def register(entry: ZooEntry) -> ZooEntry:
+    """Add ``entry`` to the zoo (re-registering the same entry is harmless)."""
+    existing = REGISTRY.get(entry.name)
+    if existing is not None and existing != entry:
+        raise ValueError(f"zoo name {entry.name!r} is already registered with different settings")
+    REGISTRY[entry.name] = entry
+    return entry
+
+
+def entry(name: str) -> ZooEntry:
+    """The registry entry for ``name``, or a clear error listing the names that exist."""
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(REGISTRY)) or "(none)"
+        raise ZooError(f"no model called {name!r} in the zoo; known names: {known}") from None
+
+
+def path(name: str, mode: str | None = None) -> str:
+    """A local folder holding model ``name``, ready for ``from_pretrained``.
+
+    ``mode`` defaults to :data:`utils.runtime.MODE`.
+    """
+    item = entry(name)
+    mode = runtime.resolve_mode(mode) if mode is not None else runtime.MODE
+    if mode == "tiny":
+        folder = item.local_dir
+        if not folder.is_dir() or not any((folder / f).is_file() for f in MARKER_FILES):
+            raise ZooError(
+                f"the tiny checkpoint for {name!r} is missing: {folder} does not exist or holds no "
+                f"{' / '.join(MARKER_FILES)}. Rebuild it with `{item.rebuild}` "
+                "(or `make assets` for every model)."
+            )
+        return str(folder)
+    return _download(item)
+
+
+def _download(item: ZooEntry) -> str:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(item.hub_id, revision=item.revision, allow_patterns=list(item.allow_patterns))
+    except Exception as exc:  # network, auth, disk: all end the same way for the reader
+        raise ZooError(
+            f"could not download {item.hub_id} at revision {item.revision[:10]} for {item.name!r}: {exc}. "
+            "Check the network, or run offline with MMLLM_MODE=tiny to use the shipped tiny checkpoint."
+        ) from exc
+
+
+def table() -> list[dict[str, str]]:
+    """The registry as rows (for printing in a chapter): name, Hub id, revision, tiny folder, size."""
+    rows = []
+    for item in sorted(REGISTRY.values(), key=lambda e: e.name):
+        folder = item.local_dir
+        size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder.is_dir() else 0
+        rows.append(
+            {
+                "name": item.name,
+                "full mode (Hub)": f"{item.hub_id}@{item.revision[:7]}",
+                "tiny mode (models/)": item.folder,
+                "tiny size": f"{size / 2**20:.2f} MB" if size else "missing",
+            }
+        )
+    return rows
+
+
+# --- Entries. Each chapter's models are listed here so every chapter sees the same zoo. ---
+
+register(
+    ZooEntry(
+        name="clip-tokenizer",
+        hub_id="openai/clip-vit-base-patch32",
+        revision="3d74acf9a28c67741b2f4f2ea7635f0aaf6f0268",
+        folder="clip-tokenizer",
+        rebuild="python scripts/build_clip_tokenizer.py",
+        description="CLIP's byte-level BPE (49,408 tokens), converted from the vocabulary in the open-clip-torch wheel",
+        allow_patterns=("tokenizer*.json", "special_tokens_map.json", "vocab.json", "merges.txt"),
+    )
+)
