@@ -23,7 +23,7 @@
 #
 # [![Open in Colab](../images/colab-badge.svg)](https://colab.research.google.com/github/mmllm-course/multimodal-llms-hands-on/blob/main/chapters/00_getting_started.ipynb)
 
-# %%
+# %% tags=["hide-input"]
 # Setup: on Colab, fetch the course and the packages Colab lacks; elsewhere, find the course folder.
 import os, subprocess, sys
 from pathlib import Path
@@ -150,8 +150,8 @@ for question, answer in scene.qa[:7]:
 
 # %% [markdown]
 # ### Visual reasoning
-# Reasoning combines several facts about the image, as in "is the square yellow **and** to the
-# right of the circle?". A model must get every part right to get the whole right.
+# Reasoning combines several facts about the image, as in "is the square red **and** below the
+# circle?". A model must get every part right to get the whole right.
 
 # %%
 from utils.shapes import relation
@@ -163,10 +163,10 @@ def find(scene, shape):
 
 
 square, circle = find(scene, "square"), find(scene, "circle")
-is_yellow = square.colour == "yellow"
-is_right = relation(square, circle) == "to the right of"
-print(f"Is the square yellow? {is_yellow}.  Is it to the right of the circle? {is_right}.")
-print("Is the square yellow AND to the right of the circle?", "yes" if is_yellow and is_right else "no")
+is_red = square.colour == "red"
+is_below = relation(square, circle) == "below"
+print(f"Is the square red? {is_red}.  Is it below the circle? {is_below}.")
+print("Is the square red AND below the circle?", "yes" if is_red and is_below else "no")
 
 # %% [markdown]
 # ### Captioning
@@ -281,4 +281,4 @@ def relation_from_boxes(a, b):
     raise NotImplementedError
 
 
-checks.check_relation_from_boxes(relation_from_boxes);
+checks.check_relation_from_boxes(relation_from_boxes)

@@ -27,6 +27,7 @@ NOTEBOOK_DIRS = ("chapters", "solutions")
 SETUP_MARKER = "# Setup: on Colab"
 BADGE_RE = re.compile(r"\[!\[Open in Colab\]\([^)]*\)\]\([^)]*\)")
 
+SETUP_TAGS = ["hide-input"]  # the book shows a "show code" toggle instead of the whole cell
 COLAB_METADATA = {"accelerator": "GPU", "colab": {"gpuType": "T4", "provenance": []}}
 
 
@@ -85,6 +86,8 @@ def problems(path: Path, url: str | None = None) -> list[str]:
         found.append(f"{path.name}: the first cell lacks the Colab badge {badge(path, url)}")
     if setup.cell_type != "code" or setup.source.strip() != setup_source(url):
         found.append(f"{path.name}: the second cell must be the standard setup cell (run --write)")
+    elif setup.metadata.get("tags") != SETUP_TAGS:
+        found.append(f"{path.name}: the setup cell should be tagged {SETUP_TAGS} (the book folds it away)")
     for key, value in COLAB_METADATA.items():
         if nb.metadata.get(key) != value:
             found.append(f"{path.name}: notebook metadata {key!r} should be {value!r} (asks Colab for a GPU)")
@@ -105,6 +108,7 @@ def rewrite(path: Path, url: str | None = None) -> bool:
         nb.cells[1].source = setup_source(url)
     else:
         nb.cells.insert(1, jupytext.reads(f"# %%\n{setup_source(url)}\n", fmt="py:percent").cells[0])
+    nb.cells[1].metadata["tags"] = list(SETUP_TAGS)
     nb.metadata.update(COLAB_METADATA)
     after = jupytext.writes(nb, fmt="py:percent")
     if after != before:

@@ -1,0 +1,115 @@
+"""A small, readable training loop for classifiers, shared by the chapters and `make assets`.
+
+Nothing clever: mini-batches from tensors already in memory, AdamW with a linear warm-up and
+cosine decay, and a record of loss and accuracy. Determinism comes from an explicit
+``torch.Generator`` for the shuffling, so the same seed gives the same model.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, TypeVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.std import tqdm
+
+T = TypeVar("T")
+
+
+def progress(iterable: Iterable[T], total: int | None = None, desc: str = "", disable: bool = False) -> Iterable[T]:
+    """A plain-text progress bar on stdout: it shows in a notebook, a terminal and the built book."""
+    return tqdm(iterable, total=total, desc=desc, file=sys.stdout, ncols=90, mininterval=2.0, disable=disable,
+                bar_format="{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}]{postfix}")
+
+
+@dataclass
+class History:
+    """What happened during training: one loss per step, one accuracy per epoch."""
+
+    step_loss: list[float] = field(default_factory=list)
+    train_accuracy: list[float] = field(default_factory=list)
+    eval_accuracy: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Logits for ``images`` (B, C, H, W), in evaluation mode, batch by batch."""
+    was_training = model.training
+    model.eval()
+    logits = torch.cat([model(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
+    model.train(was_training)
+    return logits
+
+
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 256) -> float:
+    """Share of ``images`` whose highest logit is the right label."""
+    return (predict(model, images, batch_size).argmax(-1) == labels).float().mean().item()
+
+
+def cosine_with_warmup(step: int, total: int, warmup: int) -> float:
+    """Learning-rate multiplier: linear warm-up to 1, then cosine decay to 0."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def train_classifier(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    epochs: int,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    weight_decay: float = 0.05,
+    warmup_fraction: float = 0.1,
+    seed: int = 0,
+    eval_data: tuple[torch.Tensor, torch.Tensor] | None = None,
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+    show_progress: bool = True,
+) -> History:
+    """Train ``model`` to map ``images`` (B, C, H, W) to class ids ``labels`` (B,) with cross-entropy."""
+    if len(images) != len(labels):
+        raise ValueError(f"{len(images)} images but {len(labels)} labels: they must pair up one to one")
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    steps_per_epoch = math.ceil(len(images) / batch_size)
+    total = epochs * steps_per_epoch
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: cosine_with_warmup(s, total, max(1, int(warmup_fraction * total)))
+    )
+    history = History()
+    start = time.perf_counter()
+    bar = progress(range(total), desc="training", disable=not show_progress)
+    steps = iter(bar)
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(images), generator=generator)
+        for i in range(0, len(images), batch_size):
+            next(steps)
+            batch = order[i : i + batch_size]
+            x, y = images[batch], labels[batch]
+            if augment is not None:
+                x = augment(x, generator)
+            loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            history.step_loss.append(loss.item())
+        history.train_accuracy.append(accuracy(model, images, labels))
+        if eval_data is not None:
+            history.eval_accuracy.append(accuracy(model, *eval_data))
+        if show_progress and hasattr(bar, "set_postfix_str"):
+            acc = history.eval_accuracy[-1] if eval_data is not None else history.train_accuracy[-1]
+            bar.set_postfix_str(f"loss {history.step_loss[-1]:.3f}, acc {acc:.3f}")
+    if hasattr(bar, "close"):
+        bar.close()
+    history.seconds = time.perf_counter() - start
+    return history
