@@ -25,6 +25,33 @@ BUDGET_S = 120  # every notebook must run in 2 minutes on 2 cores in tiny mode
 CELL_TIMEOUT_S = 600
 
 
+def last_state(line: str) -> str:
+    """What a terminal shows for a line redrawn with carriage returns (a progress bar): its last state."""
+    states = [part for part in line.split("\r") if part]
+    return states[-1] if states else ""
+
+
+def tidy_streams(nb: nbformat.NotebookNode) -> None:
+    """Merge consecutive stdout/stderr chunks and keep each progress-bar line's final state only.
+
+    Jupyter does this on screen; doing it in the stored notebook makes the book show one bar, not
+    one line per redraw. Cells with progress bars are tagged nbval-ignore-output, so nbval is unaffected.
+    """
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        merged: list = []
+        for out in cell.get("outputs", []):
+            if out.output_type == "stream" and merged and merged[-1].output_type == "stream" and merged[-1].name == out.name:
+                merged[-1].text += out.text
+            else:
+                merged.append(out)
+        for out in merged:
+            if out.output_type == "stream" and "\r" in out.text:
+                out.text = "\n".join(last_state(line) for line in out.text.split("\n"))
+        cell.outputs = merged
+
+
 def execute(path: str) -> tuple[str, float, str | None]:
     """Execute one notebook in place; returns (name, seconds, error or None)."""
     ipynb = Path(path).with_suffix(".ipynb")
@@ -41,6 +68,7 @@ def execute(path: str) -> tuple[str, float, str | None]:
     except CellExecutionError as exc:
         error = str(exc).splitlines()[-1] if str(exc) else repr(exc)
     seconds = time.perf_counter() - start
+    tidy_streams(nb)
     nbformat.write(nb, ipynb)
     return ipynb.name, seconds, error
 

@@ -38,15 +38,15 @@ def dataset(n: int, split: str, seed: int = 1) -> tuple[torch.Tensor, torch.Tens
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "models" / "vit-tiny")
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=6)
     args = parser.parse_args()
 
     runtime.seed_everything(0)
-    train = dataset(4000, "train")
+    train = dataset(8000, "train")
     test = dataset(1000, "test")
     model = vit.ViT(vit.ViTConfig.named("tiny", num_classes=len(LABELS)))
     start = time.perf_counter()
-    history = train_classifier(model, *train, epochs=args.epochs, batch_size=64, lr=2e-3, eval_data=test, seed=0)
+    history = train_classifier(model, *train, epochs=args.epochs, batch_size=32, lr=3e-3, eval_data=test, seed=0)
     accuracy = history.eval_accuracy[-1]
     print(f"held-out accuracy {accuracy:.3f} after {time.perf_counter() - start:.0f} s")
     if accuracy < TARGET_ACCURACY:

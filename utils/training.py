@@ -19,10 +19,14 @@ from torch import nn
 from tqdm.std import tqdm
 
 T = TypeVar("T")
+TRAIN_EVAL_SIZE = 1000  # training accuracy is measured on this many examples, to keep epochs quick
 
 
-def progress(iterable: Iterable[T], total: int | None = None, desc: str = "", disable: bool = False) -> Iterable[T]:
-    """A plain-text progress bar on stdout: it shows in a notebook, a terminal and the built book."""
+def progress(iterable: Iterable[T] | None = None, total: int | None = None, desc: str = "", disable: bool = False) -> tqdm:
+    """A plain-text progress bar on stdout: it shows in a notebook, a terminal and the built book.
+
+    Wrap an iterable, or pass ``total`` alone and call ``.update()`` per step.
+    """
     return tqdm(iterable, total=total, desc=desc, file=sys.stdout, ncols=90, mininterval=2.0, disable=disable,
                 bar_format="{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}]{postfix}")
 
@@ -32,7 +36,7 @@ class History:
     """What happened during training: one loss per step, one accuracy per epoch."""
 
     step_loss: list[float] = field(default_factory=list)
-    train_accuracy: list[float] = field(default_factory=list)
+    train_accuracy: list[float] = field(default_factory=list)  # on at most TRAIN_EVAL_SIZE examples
     eval_accuracy: list[float] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -86,13 +90,11 @@ def train_classifier(
     )
     history = History()
     start = time.perf_counter()
-    bar = progress(range(total), desc="training", disable=not show_progress)
-    steps = iter(bar)
+    bar = progress(total=total, desc="training", disable=not show_progress)
     model.train()
     for _ in range(epochs):
         order = torch.randperm(len(images), generator=generator)
         for i in range(0, len(images), batch_size):
-            next(steps)
             batch = order[i : i + batch_size]
             x, y = images[batch], labels[batch]
             if augment is not None:
@@ -103,13 +105,12 @@ def train_classifier(
             optimizer.step()
             schedule.step()
             history.step_loss.append(loss.item())
-        history.train_accuracy.append(accuracy(model, images, labels))
+            bar.update()
+        history.train_accuracy.append(accuracy(model, images[:TRAIN_EVAL_SIZE], labels[:TRAIN_EVAL_SIZE]))
         if eval_data is not None:
             history.eval_accuracy.append(accuracy(model, *eval_data))
-        if show_progress and hasattr(bar, "set_postfix_str"):
-            acc = history.eval_accuracy[-1] if eval_data is not None else history.train_accuracy[-1]
-            bar.set_postfix_str(f"loss {history.step_loss[-1]:.3f}, acc {acc:.3f}")
-    if hasattr(bar, "close"):
-        bar.close()
+        acc = history.eval_accuracy[-1] if eval_data is not None else history.train_accuracy[-1]
+        bar.set_postfix_str(f"loss {history.step_loss[-1]:.3f}, acc {acc:.3f}")
+    bar.close()
     history.seconds = time.perf_counter() - start
     return history

@@ -128,6 +128,7 @@ def table() -> list[dict[str, str]]:
 
 
 # --- Entries. Each chapter's models are listed here so every chapter sees the same zoo. ---
+# Hub commits are pinned so full mode gives the same weights next year as today.
 
 register(
     ZooEntry(
@@ -138,5 +139,16 @@ register(
         rebuild="python scripts/build_clip_tokenizer.py",
         description="CLIP's byte-level BPE (49,408 tokens), converted from the vocabulary in the open-clip-torch wheel",
         allow_patterns=("tokenizer*.json", "special_tokens_map.json", "vocab.json", "merges.txt"),
+    )
+)
+
+register(
+    ZooEntry(
+        name="vit",
+        hub_id="google/vit-base-patch16-224",
+        revision="3f49326eb077187dfe1c2a2bb15fbd74e6ab91e3",
+        folder="vit-tiny",
+        rebuild="python scripts/train_vit.py",
+        description="ViT image classifier: ViT-B/16 on ImageNet-1k, or a 4-block ViT naming ShapesWorld objects (15 classes)",
     )
 )
