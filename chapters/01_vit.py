@@ -220,16 +220,18 @@ row, col = np.divmod(np.arange(grid * grid), grid)
 distance = np.abs(row[:, None] - row[None]) + np.abs(col[:, None] - col[None])  # steps on the grid
 by_distance = [pos_similarity[torch.from_numpy(distance == d)].mean().item() for d in range(1, 2 * grid - 1)]
 name = zoo.entry("vit").hub_id if runtime.MODE == "full" else "tiny ShapesWorld ViT"
-print(f"{name}: {cfg.image_size}px, P={cfg.patch_size}, grid {grid}x{grid}, D={cfg.hidden_size}")
+params = vit.count_parameters(hf_model)
+print(f"{name}: {cfg.image_size}px, P={cfg.patch_size}, grid {grid}x{grid}, D={cfg.hidden_size}; "
+      f"{params / 1e6:.2f}M parameters = {params * 4 / 2**20:.1f} MB in float32 (fits any CPU or GPU)")
 print("mean cosine similarity at grid distance 1, 2, 4, 8:", [round(by_distance[d - 1], 2) for d in (1, 2, 4, 8)])
 
 # %% [markdown]
 # On the left, four positions' similarity maps (the white cross marks the position itself); on the
-# right, the average similarity of two positions against their distance on the grid. Up to about
-# ten steps, similarity falls with distance: the embeddings have learned which patches are
-# neighbours. The rise at the far right is a ShapesWorld quirk worth understanding: only corner
-# pairs are that far apart, and objects never touch the image border, so every border patch is
-# always background -- the model has learned similar embeddings for all of them.
+# right, the average similarity of two positions against their distance on the grid. Over short
+# distances similarity falls (the numbers printed above): the embeddings have learned which
+# patches are neighbours. The rise at the far right is a ShapesWorld quirk worth understanding:
+# only pairs of border patches are that far apart, and objects never touch the image border, so
+# every border patch is always background -- the model has learned similar embeddings for them.
 
 # %%
 fig, axes = plt.subplots(1, 5, figsize=(13, 2.8), gridspec_kw={"width_ratios": [1, 1, 1, 1, 1.6]}, layout="constrained")
@@ -451,9 +453,9 @@ print(f"predicted label: {label!r}")
 #
 # Now we train one from scratch. The task: name the single object in a ShapesWorld scene,
 # one of 15 classes (5 colours x 3 shapes). The model is tiny -- $64 \times 64$ images, patches of
-# 8, $D = 64$, 4 blocks -- so about a minute on a CPU is enough. Transformers have no built-in
-# notion that nearby pixels belong together, so they need plenty of examples: 6,000 scenes seen
-# 4 times work better than 3,000 seen 8 times.
+# 8, $D = 64$, 3 blocks -- so about a minute on a CPU is enough. Transformers have no built-in
+# notion that nearby pixels belong together, so they need plenty of examples: here 8,000 scenes,
+# each seen 4 times.
 
 # %%
 from utils.shapes import COLOURS, SHAPES, ShapesWorld
@@ -468,7 +470,7 @@ def shapesworld_classes(n: int, split: str) -> tuple[torch.Tensor, torch.Tensor]
     return world.images() * 2 - 1, labels  # pixels scaled to [-1, 1], as the ViT processor does
 
 
-train_x, train_y = shapesworld_classes(6000, "train")
+train_x, train_y = shapesworld_classes(8000, "train")
 test_x, test_y = shapesworld_classes(600, "test")
 print(f"train {tuple(train_x.shape)}, test {tuple(test_x.shape)}, {len(LABELS)} classes, e.g. {LABELS[:3]}")
 

@@ -13,10 +13,12 @@ from utils import vit, zoo
 torch.manual_seed(0)
 
 
-def hf_config(c: vit.ViTConfig, **extra) -> HFViTConfig:
-    return HFViTConfig(image_size=c.image_size, patch_size=c.patch_size, num_channels=c.num_channels,
-                       hidden_size=c.hidden_size, num_hidden_layers=c.num_layers, num_attention_heads=c.num_heads,
-                       intermediate_size=c.mlp_dim, num_labels=c.num_classes, **extra)
+def hf_config(c: vit.ViTConfig, **overrides) -> HFViTConfig:
+    """transformers' config for the same sizes; keyword arguments override or add settings."""
+    sizes = dict(image_size=c.image_size, patch_size=c.patch_size, num_channels=c.num_channels,
+                 hidden_size=c.hidden_size, num_hidden_layers=c.num_layers, num_attention_heads=c.num_heads,
+                 intermediate_size=c.mlp_dim, num_labels=c.num_classes)
+    return HFViTConfig(**{**sizes, **overrides})
 
 
 @pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
@@ -41,6 +43,16 @@ def test_round_trip_through_transformers_is_exact() -> None:
         assert torch.equal(ours(x), back(x))
     for (name, a), (_, b) in zip(ours.state_dict().items(), back.state_dict().items()):
         assert torch.equal(a, b), name
+
+
+def test_save_pretrained_then_load_with_the_real_transformers_class(tmp_path) -> None:
+    ours = vit.ViT(vit.ViTConfig.named("tiny", num_classes=5)).eval()
+    ours.to_transformers().save_pretrained(tmp_path)
+    loaded = ViTForImageClassification.from_pretrained(tmp_path, attn_implementation="eager").eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert (ours(x) - loaded(pixel_values=x).logits).abs().max() < 1e-5
+    assert torch.equal(vit.ViT.from_transformers(loaded).head.weight, ours.head.weight)
 
 
 def test_shipped_checkpoint_ports_with_identical_logits_and_meets_its_target() -> None:
@@ -100,7 +112,7 @@ def test_features_and_attentions() -> None:
     tokens = model.features(x)
     assert tokens.shape == (2, 65, 64)
     logits, attentions = model(x, return_attentions=True)
-    assert len(attentions) == 4 and attentions[0].shape == (2, 4, 65, 65)
+    assert len(attentions) == 3 and attentions[0].shape == (2, 4, 65, 65)
     torch.testing.assert_close(logits, model(x), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(model.head(tokens[:, 0]), logits, rtol=1e-5, atol=1e-5)
 
@@ -109,6 +121,14 @@ def test_init_follows_vit() -> None:
     model = vit.ViT(vit.ViTConfig.named("tiny"))
     assert model.head.bias.abs().sum() == 0 and 0.01 < model.head.weight.std() < 0.03
     assert torch.equal(model.norm.weight, torch.ones(64))
+
+
+def test_patchify_errors() -> None:
+    with pytest.raises(ValueError, match=r"image is 225x224 but patch size 16 does not divide it; "
+                                         r"resize or crop to a multiple of 16, e\.g\. 224"):
+        vit.patchify(torch.randn(1, 3, 225, 224), 16)
+    with pytest.raises(ValueError, match=r"expected images of shape \(B, C, H, W\), got .*\(3, 224, 224\)"):
+        vit.patchify(torch.randn(3, 224, 224), 16)
 
 
 def test_clear_errors() -> None:
@@ -134,6 +154,10 @@ def test_unsupported_checkpoints_are_refused() -> None:
     hf = ViTForImageClassification(hf_config(config, hidden_act="relu"))
     with pytest.raises(ValueError, match="only the exact GELU"):
         vit.ViT.from_transformers(hf)
+    with pytest.raises(ValueError, match=r"image_size \(64, 32\) is not square"):
+        vit.ViT.from_transformers(ViTForImageClassification(hf_config(config, image_size=(64, 32))))
+    with pytest.raises(ValueError, match="linear classifier head"):
+        vit.ViT.from_transformers(ViTForImageClassification(hf_config(config, num_labels=0)))
 
 
 def test_gelu_is_the_exact_erf_form() -> None:

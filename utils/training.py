@@ -76,6 +76,7 @@ def train_classifier(
     seed: int = 0,
     eval_data: tuple[torch.Tensor, torch.Tensor] | None = None,
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+    max_grad_norm: float | None = None,
     show_progress: bool = True,
 ) -> History:
     """Train ``model`` to map ``images`` (B, C, H, W) to class ids ``labels`` (B,) with cross-entropy."""
@@ -102,6 +103,8 @@ def train_classifier(
             loss = F.cross_entropy(model(x), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if max_grad_norm is not None:  # one bad batch cannot throw the weights far off
+                torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
             optimizer.step()
             schedule.step()
             history.step_loss.append(loss.item())

@@ -19,7 +19,7 @@ from torch import nn
 
 _NAMED_SIZES: dict[str, dict[str, int]] = {
     # ShapesWorld-sized: 64 x 64 images, 8 x 8 patches -> 64 tokens; trains in a minute on a CPU.
-    "tiny": dict(image_size=64, patch_size=8, hidden_size=64, num_layers=4, num_heads=4, mlp_dim=128, num_classes=10),
+    "tiny": dict(image_size=64, patch_size=8, hidden_size=64, num_layers=3, num_heads=4, mlp_dim=128, num_classes=10),
     # The paper's sizes (Table 1), with a 1,000-class ImageNet head.
     "base": dict(image_size=224, patch_size=16, hidden_size=768, num_layers=12, num_heads=12, mlp_dim=3072, num_classes=1000),
     "large": dict(image_size=224, patch_size=16, hidden_size=1024, num_layers=24, num_heads=16, mlp_dim=4096, num_classes=1000),
@@ -29,6 +29,8 @@ _NAMED_SIZES: dict[str, dict[str, int]] = {
 
 @dataclass
 class ViTConfig:
+    """The sizes of a ViT. Square images and patches; ``ViTConfig.named("base")`` for the paper's sizes."""
+
     image_size: int
     patch_size: int
     hidden_size: int  # D
@@ -53,7 +55,7 @@ class ViTConfig:
             )
 
     @classmethod
-    def named(cls, name: str, **overrides) -> "ViTConfig":
+    def named(cls, name: str, **overrides: int | float | bool) -> ViTConfig:
         """A named size: "tiny", "base", "large" or "huge"; keyword arguments override fields."""
         if name not in _NAMED_SIZES:
             raise ValueError(f"unknown ViT size {name!r}; choose one of {', '.join(_NAMED_SIZES)}")
@@ -87,6 +89,7 @@ def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
 
     Each patch is flattened channels first, (C, P, P), the layout of ``conv.weight.reshape(D, -1)``,
     so ``patchify(x, P) @ conv.weight.reshape(D, -1).T + conv.bias`` equals the patch convolution.
+    Raises ValueError for a tensor that is not (B, C, H, W) or whose H or W is not a multiple of P.
     """
     _check_images(images, patch_size)
     B, C, H, W = images.shape
@@ -128,18 +131,23 @@ class Attention(nn.Module):
         self.value = nn.Linear(hidden_size, hidden_size, bias=qkv_bias)
         self.out = nn.Linear(hidden_size, hidden_size)
 
-    def forward(self, x: torch.Tensor, return_attention: bool = False):
+    def forward(
+        self, x: torch.Tensor, return_attention: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """(B, L, D) -> (B, L, D); with ``return_attention`` also the weights (B, nh, L, L)."""
         B, L, D = x.shape
         nh, hs = self.num_heads, D // self.num_heads
-        # split the width into heads: (B, L, D) -> (B, nh, L, hs)
+        # each head attends within its own hs-wide slice of the width, independently of the others
         q, k, v = (proj(x).reshape(B, L, nh, hs).transpose(1, 2) for proj in (self.query, self.key, self.value))
+        # q, k, v: (B, nh, L, hs) each
         if return_attention:  # written out, so the weights can be returned and drawn
             weights = torch.softmax(q @ k.transpose(-2, -1) / hs**0.5, dim=-1)  # (B, nh, L, L)
             y = weights @ v  # (B, nh, L, hs)
         else:  # the fused kernel: same maths, less memory
             weights = None
             y = F.scaled_dot_product_attention(q, k, v)  # (B, nh, L, hs)
-        y = self.out(y.transpose(1, 2).reshape(B, L, D))  # (B, L, D)
+        y = y.transpose(1, 2).reshape(B, L, D)  # (B, L, D): the heads side by side again
+        y = self.out(y)  # (B, L, D): mixes what the heads found
         return (y, weights) if return_attention else y
 
 
@@ -166,13 +174,16 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(D, eps=config.layer_norm_eps)
         self.mlp = MLP(D, config.mlp_dim)
 
-    def forward(self, x: torch.Tensor, return_attention: bool = False):
+    def forward(
+        self, x: torch.Tensor, return_attention: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """(B, L, D) -> (B, L, D); with ``return_attention`` also the weights (B, nh, L, L)."""
         if return_attention:
             a, weights = self.attention(self.ln1(x), return_attention=True)
         else:
             a, weights = self.attention(self.ln1(x)), None
         x = x + a  # the residual stream is never normalised in place: a clean identity path
-        x = x + self.mlp(self.ln2(x))
+        x = x + self.mlp(self.ln2(x))  # (B, L, D)
         return (x, weights) if return_attention else x
 
 
@@ -203,12 +214,18 @@ class ViT(nn.Module):
         nn.init.trunc_normal_(self.position_embeddings, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
 
-    def features(self, pixel_values: torch.Tensor, return_attentions: bool = False):
-        """The final normalised token sequence (B, N+1, D), [CLS] first: the image as an encoder sees it."""
+    def features(
+        self, pixel_values: torch.Tensor, return_attentions: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+        """The final normalised token sequence (B, N+1, D), [CLS] first: the image as an encoder sees it.
+
+        With ``return_attentions``, also a list with one (B, nh, N+1, N+1) weight tensor per block.
+        """
         patches = self.patch_embedding(pixel_values)  # (B, N, D)
         B = patches.shape[0]
+        # [CLS] carries no pixels of its own: it gathers the whole image through attention
         x = torch.cat([self.cls_token.expand(B, -1, -1), patches], dim=1)  # (B, N+1, D)
-        x = x + self.position_embeddings  # (B, N+1, D)
+        x = x + self.position_embeddings  # (B, N+1, D): attention is order-blind without them
         attentions = []
         for block in self.blocks:
             if return_attentions:
@@ -216,39 +233,64 @@ class ViT(nn.Module):
                 attentions.append(weights)  # (B, nh, N+1, N+1)
             else:
                 x = block(x)
-        x = self.norm(x)
+        x = self.norm(x)  # (B, N+1, D)
         return (x, attentions) if return_attentions else x
 
-    def forward(self, pixel_values: torch.Tensor, return_attentions: bool = False):
-        """Class logits (B, num_classes); with ``return_attentions`` also each block's weights."""
+    def forward(
+        self, pixel_values: torch.Tensor, return_attentions: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Class logits (B, num_classes) for images (B, C, H, W).
+
+        With ``return_attentions``, (logits, attentions): one (B, nh, N+1, N+1) tensor per block.
+        """
         if return_attentions:
             x, attentions = self.features(pixel_values, return_attentions=True)
-            return self.head(x[:, 0]), attentions
+            return self.head(x[:, 0]), attentions  # (B, num_classes), [(B, nh, N+1, N+1)] * layers
         return self.head(self.features(pixel_values)[:, 0])  # (B, num_classes), read from [CLS]
 
     # --- moving weights to and from transformers -----------------------------------------
 
     @classmethod
-    def from_transformers(cls, hf_model) -> "ViT":
-        """A ViT holding the weights of a transformers ``ViTForImageClassification``."""
+    def from_transformers(cls, hf_model: nn.Module) -> ViT:
+        """A ViT holding the weights of a transformers ``ViTForImageClassification``, every tensor copied.
+
+        Raises ValueError for a model this class cannot represent exactly (another head, another
+        activation, non-square images or patches, a head size other than D / nh).
+        """
         c = hf_model.config
+        if not isinstance(getattr(hf_model, "classifier", None), nn.Linear) or not hasattr(hf_model, "vit"):
+            raise ValueError(
+                f"expected a ViTForImageClassification with a linear classifier head (num_labels > 0), "
+                f"got {type(hf_model).__name__}"
+            )
         if c.hidden_act != "gelu":
             raise ValueError(f"only the exact GELU is supported, this checkpoint uses {c.hidden_act!r}")
-        if not hasattr(hf_model, "classifier") or not isinstance(hf_model.classifier, nn.Linear):
-            raise ValueError("expected a ViTForImageClassification (with a linear classifier head)")
-        image_size = c.image_size if isinstance(c.image_size, int) else c.image_size[0]
-        patch_size = c.patch_size if isinstance(c.patch_size, int) else c.patch_size[0]
+        image_size, patch_size = _square(c.image_size, "image_size"), _square(c.patch_size, "patch_size")
+        head_dim = getattr(c, "head_dim", None)
+        if head_dim is not None and head_dim * c.num_attention_heads != c.hidden_size:
+            raise ValueError(
+                f"head_dim {head_dim} x {c.num_attention_heads} heads != hidden_size {c.hidden_size}: "
+                "only head size = hidden_size / num_heads is supported"
+            )
         config = ViTConfig(
             image_size=image_size, patch_size=patch_size, hidden_size=c.hidden_size,
             num_layers=c.num_hidden_layers, num_heads=c.num_attention_heads, mlp_dim=c.intermediate_size,
             num_classes=c.num_labels, num_channels=c.num_channels, layer_norm_eps=c.layer_norm_eps, qkv_bias=c.qkv_bias,
         )
+        theirs = hf_model.state_dict()
+        names = _weight_names(config)
+        left_over = sorted(set(theirs) - {name for _, name in names})
+        if left_over:  # e.g. a mask token or pooler: weights we would silently drop
+            raise ValueError(f"this checkpoint has tensors with no place in utils.vit.ViT: {left_over[:5]}")
         model = cls(config)
-        model.load_state_dict({ours: hf_model.state_dict()[theirs] for ours, theirs in _weight_names(config)})
+        model.load_state_dict({mine: theirs[name] for mine, name in names})
         return model
 
-    def to_transformers(self):
-        """An equivalent transformers ``ViTForImageClassification`` (ready for ``save_pretrained``)."""
+    def to_transformers(self, attn_implementation: str = "sdpa") -> nn.Module:
+        """An equivalent transformers ``ViTForImageClassification`` in eval mode (ready for ``save_pretrained``).
+
+        ``attn_implementation`` picks transformers' attention code: "sdpa" (fused) or "eager" (written out).
+        """
         from transformers import ViTConfig as HFViTConfig
         from transformers import ViTForImageClassification
 
@@ -257,11 +299,21 @@ class ViT(nn.Module):
             image_size=c.image_size, patch_size=c.patch_size, num_channels=c.num_channels, hidden_size=c.hidden_size,
             num_hidden_layers=c.num_layers, num_attention_heads=c.num_heads, intermediate_size=c.mlp_dim,
             num_labels=c.num_classes, layer_norm_eps=c.layer_norm_eps, qkv_bias=c.qkv_bias, hidden_act="gelu",
+            attn_implementation=attn_implementation,
         )
         hf_model = ViTForImageClassification(hf_config)
         ours = self.state_dict()
         hf_model.load_state_dict({theirs: ours[mine] for mine, theirs in _weight_names(c)})
         return hf_model.eval()
+
+
+def _square(size: int | tuple[int, int] | list[int], name: str) -> int:
+    """transformers allows (height, width) pairs; this ViT takes square images and patches only."""
+    if isinstance(size, int):
+        return size
+    if len(size) != 2 or size[0] != size[1]:
+        raise ValueError(f"{name} {tuple(size)} is not square: utils.vit.ViT supports square {name}s only")
+    return int(size[0])
 
 
 def _weight_names(config: ViTConfig) -> list[tuple[str, str]]:
@@ -296,5 +348,6 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def config_dict(config: ViTConfig) -> dict:
+def config_dict(config: ViTConfig) -> dict[str, int | float | bool]:
+    """The config as a plain dict (for JSON)."""
     return asdict(config)
