@@ -455,7 +455,7 @@ print(f"predicted label: {label!r}")
 # one of 15 classes (5 colours x 3 shapes). The model is tiny -- $64 \times 64$ images, patches of
 # 8, $D = 64$, 3 blocks -- so about a minute on a CPU is enough. Transformers have no built-in
 # notion that nearby pixels belong together, so they need plenty of examples: here 8,000 scenes,
-# each seen 4 times.
+# each seen 5 times.
 
 # %%
 from utils.shapes import COLOURS, SHAPES, ShapesWorld
@@ -482,7 +482,7 @@ print(f"train {tuple(train_x.shape)}, test {tuple(test_x.shape)}, {len(LABELS)} 
 runtime.seed_everything(0)
 tiny_config = vit.ViTConfig.named("tiny", num_classes=len(LABELS))
 model = vit.ViT(tiny_config)
-history = train_classifier(model, train_x, train_y, epochs=4, batch_size=32, lr=3e-3,
+history = train_classifier(model, train_x, train_y, epochs=5, batch_size=32, lr=3e-3,
                            eval_data=(test_x, test_y), seed=0)
 
 # %% [markdown]

@@ -28,7 +28,7 @@ plt.rcParams.update(
 )
 
 
-def _wrap(text: str, width: int = 28) -> str:
+def wrap(text: str, width: int = 28) -> str:
     words, lines, line = text.split(), [], ""
     for word in words:
         if line and len(line) + 1 + len(word) > width:
@@ -53,7 +53,7 @@ def show_scenes(scenes: Sequence[Scene], columns: int = 4, boxes: bool = True, t
                 x0, y0, x1, y1 = (v * size for v in obj.box)
                 ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=1.2, ec="black", ls="--"))
                 ax.text(x0, y0 - 1, f"{obj.colour} {obj.shape}", fontsize=6.5, va="bottom")
-        ax.set_title(_wrap(scene.caption), fontsize=8, y=-0.02, va="top")
+        ax.set_title(wrap(scene.caption), fontsize=8, y=-0.02, va="top")
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -70,7 +70,7 @@ def show_images(images: Sequence[Image.Image | np.ndarray], titles: Sequence[str
     for i, (ax, image) in enumerate(zip(axes.flat, images)):
         ax.imshow(image)
         if titles is not None:
-            ax.set_title(_wrap(titles[i], 30), fontsize=8)
+            ax.set_title(wrap(titles[i], 30), fontsize=8)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -92,9 +92,9 @@ def heatmap(matrix: np.ndarray, row_labels: Sequence[str], col_labels: Sequence[
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    middle = (matrix.max() + matrix.min()) / 2
     for (r, c), value in np.ndenumerate(matrix):
-        ax.text(c, r, fmt.format(value), ha="center", va="center", fontsize=8,
-                color="black" if value > middle else "white")
+        red, green, blue, _ = im.cmap(im.norm(value))
+        light = 0.299 * red + 0.587 * green + 0.114 * blue > 0.5  # perceived brightness of the cell
+        ax.text(c, r, fmt.format(value), ha="center", va="center", fontsize=8, color="black" if light else "white")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     return fig

@@ -106,6 +106,7 @@ def silence_known_warnings() -> None:
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()  # "Loading weights" bars on every from_pretrained
     except ImportError:  # pragma: no cover - transformers is a hard requirement
         pass
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
