@@ -26,6 +26,10 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from utils import zoo  # noqa: E402
+
 WHEEL_CACHE = ROOT / ".cache" / "wheels"
 OPEN_CLIP_VERSION = "3.3.0"
 VOCAB_MEMBER = "open_clip/bpe_simple_vocab_16e6.txt.gz"
@@ -84,6 +88,7 @@ def build(out_dir: Path) -> Path:
         raise ValueError(f"expected 49,408 tokens, built {len(tokenizer)}")
     out_dir.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(out_dir)
+    zoo.compact_json(out_dir)
     return out_dir
 
 

@@ -6,9 +6,11 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from transformers import CLIPConfig, CLIPModel, SiglipConfig, SiglipModel
 
 from utils import clip
+from utils.clip import clip_loss
 
 S = torch.tensor([[2.0, 0.5, 0.3], [0.2, 2.5, 0.4], [0.1, 0.6, 3.0]], dtype=torch.float64)
 
@@ -102,3 +104,23 @@ def test_recall_and_zero_shot() -> None:
 def test_clear_errors(call, message: str) -> None:
     with pytest.raises((ValueError, TypeError), match=message):
         call()
+
+
+def test_distributed_loss_in_one_process_is_the_clip_loss() -> None:
+    from utils.clip import distributed_clip_loss
+
+    torch.manual_seed(0)
+    image, text = F.normalize(torch.randn(6, 8), dim=-1), F.normalize(torch.randn(6, 8), dim=-1)
+    scale = torch.tensor(14.0)
+    torch.testing.assert_close(distributed_clip_loss(image, text, scale), clip_loss(image @ text.T, 1 / scale))
+    with pytest.raises(ValueError, match="one shape"):
+        distributed_clip_loss(image, text[:5], scale)
+
+
+def test_siglip_blocks_add_up_to_the_batch() -> None:
+    torch.manual_seed(1)
+    S7 = torch.randn(7, 7)
+    blocks = sum(clip.siglip_block_loss(S7[i:i + 3], 4.0, -2.0, first_row=i) for i in (0, 3, 6))
+    assert blocks.item() == pytest.approx(7 * clip.siglip_loss(S7, 4.0, -2.0).item(), rel=1e-6)
+    with pytest.raises(ValueError, match="do not fit"):
+        clip.siglip_block_loss(S7[:3], 1.0, 0.0, first_row=5)

@@ -8,6 +8,7 @@ the helpers that need it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -34,8 +35,9 @@ def clip_loss(similarity: torch.Tensor, temperature: float | torch.Tensor = 1.0)
     the two cross-entropies.
     """
     _check_similarity(similarity)
-    if float(temperature) <= 0:
-        raise ValueError(f"temperature must be positive, got {float(temperature)}")
+    tau = float(temperature.detach()) if isinstance(temperature, torch.Tensor) else float(temperature)
+    if tau <= 0:
+        raise ValueError(f"temperature must be positive, got {tau}")
     logits = similarity / temperature  # (B, B)
     labels = torch.arange(len(logits), device=logits.device)  # the diagonal
     image_to_text = F.cross_entropy(logits, labels)  # rows: each image over all texts
@@ -82,6 +84,20 @@ def siglip_loss(similarity: torch.Tensor, scale: float | torch.Tensor, bias: flo
     return -F.logsigmoid(labels * logits).sum(dim=1).mean()
 
 
+def siglip_block_loss(similarity_rows: torch.Tensor, scale: float | torch.Tensor, bias: float | torch.Tensor,
+                      first_row: int) -> torch.Tensor:
+    """SigLIP's loss summed over a block of rows: images ``first_row ...`` against all B texts.
+
+    The blocks of a batch add up to ``B * siglip_loss(S)``: no pair needs any other pair.
+    """
+    b, B = similarity_rows.shape  # (b, B)
+    if not 0 <= first_row <= B - b:
+        raise ValueError(f"rows {first_row}..{first_row + b - 1} do not fit a batch of {B}")
+    labels = -torch.ones_like(similarity_rows)
+    labels[torch.arange(b), first_row + torch.arange(b)] = 1  # each image's own text
+    return -F.logsigmoid(labels * (similarity_rows * scale + bias)).sum()
+
+
 def triplet_loss(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, margin: float = 0.2) -> torch.Tensor:
     """The older alternative: the positive must be closer than the negative by ``margin``.
 
@@ -121,3 +137,183 @@ def recall_at_k(similarity: torch.Tensor, k: int) -> float:
     top = similarity.topk(k, dim=1).indices  # (B, k)
     hits = (top == torch.arange(len(similarity), device=similarity.device)[:, None]).any(dim=1)
     return hits.float().mean().item()
+
+
+@torch.no_grad()
+def encode_images(model, processor, images, batch_size: int = 256) -> torch.Tensor:
+    """Projected image embeddings (n, d) of a list of images, in batches (not normalised).
+
+    Each image may be anything :func:`utils.images.load_image` reads (a PIL image, a path, a
+    URL, bytes, an array); one that cannot be read raises its ``ImageLoadError``.
+    """
+    from utils.images import load_image
+
+    if len(images) == 0:
+        raise ValueError("no images given: pass a non-empty list of images")
+    images = [load_image(image) for image in images]
+    device, dtype = model.logit_scale.device, model.visual_projection.weight.dtype
+    out = []
+    for start in range(0, len(images), batch_size):
+        pixels = processor(images=list(images[start:start + batch_size]), return_tensors="pt").pixel_values
+        out.append(model.get_image_features(pixel_values=pixels.to(device, dtype)).pooler_output.float().cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def encode_texts(model, processor, texts, batch_size: int = 256) -> torch.Tensor:
+    """Projected text embeddings (n, d) of a list of strings, in batches (not normalised)."""
+    if isinstance(texts, str):
+        raise TypeError("pass a list of strings, e.g. [text], not a single string")
+    if len(texts) == 0 or any(not t.strip() for t in texts):
+        raise ValueError("need a non-empty list of non-empty prompts or captions")
+    device = model.logit_scale.device
+    out = []
+    for start in range(0, len(texts), batch_size):
+        tokens = processor(text=list(texts[start:start + batch_size]), padding=True, truncation=True,
+                           max_length=model.config.text_config.max_position_embeddings, return_tensors="pt").to(device)
+        out.append(model.get_text_features(**tokens).pooler_output.float().cpu())
+    return torch.cat(out)
+
+
+# --- Scaling out: the loss over a batch split across processes --------------------------------
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather whose backward sends each process the gradient of its own rows, summed over processes."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        ctx.rows = slice(dist.get_rank() * len(x), (dist.get_rank() + 1) * len(x))
+        return torch.cat(parts)  # (W*b, D)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        grad = grad.contiguous().clone()  # (W*b, D): what this process's loss sends to every row
+        dist.all_reduce(grad)  # summed over the processes' losses
+        return grad[ctx.rows]  # (b, D): our rows
+
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate every process's (b, D) tensor into the global (W*b, D) one, in rank order.
+
+    Unlike ``dist.all_gather``, gradients flow back: each process receives the sum of what every
+    process's loss sends to its own rows. With one process (or none initialised) it returns ``x``.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    return _GatherWithGrad.apply(x)
+
+
+def distributed_clip_loss(image_embeds: torch.Tensor, text_embeds: torch.Tensor,
+                          logit_scale: torch.Tensor) -> torch.Tensor:
+    """CLIP's loss when each of W processes holds b of the W*b pairs of the global batch.
+
+    Every process gathers all embeddings and scores its own b images against all W*b texts (its
+    rows of the global similarity matrix) and its own b texts against all images (its columns).
+    Its loss is the mean over those rows and columns, so the average over processes -- what
+    DistributedDataParallel's gradient averaging optimises -- is exactly :func:`clip_loss` of the
+    global batch. Embeddings must be L2-normalised; ``logit_scale`` is 1/tau (not its log).
+    """
+    import torch.distributed as dist
+
+    if image_embeds.shape != text_embeds.shape or image_embeds.ndim != 2:
+        raise ValueError(f"need (b, D) image and text embeddings of one shape; got {tuple(image_embeds.shape)} "
+                         f"and {tuple(text_embeds.shape)}")
+    b = image_embeds.shape[0]
+    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    all_images, all_texts = gather_with_grad(image_embeds), gather_with_grad(text_embeds)  # (W*b, D)
+    labels = rank * b + torch.arange(b, device=image_embeds.device)  # where our pairs sit globally
+    image_to_text = F.cross_entropy(logit_scale * image_embeds @ all_texts.T, labels)  # our rows, (b, W*b)
+    text_to_image = F.cross_entropy(logit_scale * text_embeds @ all_images.T, labels)  # our columns, (b, W*b)
+    return (image_to_text + text_to_image) / 2
+
+
+# --- The tiny ShapesWorld CLIP ----------------------------------------------------------------
+
+CAPTION_TEMPLATES = ("{}", "a photo of {}", "a picture of {}", "an image of {}")
+# Chapter 1's tiny ViT sizes, in transformers' CLIP layout; a 2-block text transformer over CLIP's
+# real 49,408-token vocabulary; a shared 32-dimensional embedding space.
+TINY_VISION = dict(image_size=64, patch_size=8, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+                   num_attention_heads=4, hidden_act="gelu")
+TINY_TEXT = dict(vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                 max_position_embeddings=32, hidden_act="gelu", bos_token_id=49406, eos_token_id=49407,
+                 pad_token_id=49407)
+TINY_PROJECTION_DIM = 32
+MAX_LOGIT_SCALE = 100.0  # CLIP caps 1/tau here so training cannot make the softmax arbitrarily sharp
+
+
+def tiny_clip_config():
+    """The configuration of the shipped tiny CLIP (a transformers ``CLIPConfig``)."""
+    from transformers import CLIPConfig
+
+    return CLIPConfig(text_config=TINY_TEXT, vision_config=TINY_VISION, projection_dim=TINY_PROJECTION_DIM)
+
+
+def augment_caption(caption: str, rng) -> str:
+    """A prompt template around a ShapesWorld caption; half the time without the size words."""
+    if rng.random() < 0.5:
+        caption = caption.replace("small ", "").replace("large ", "")
+    return rng.choice(CAPTION_TEMPLATES).format(caption)
+
+
+def train_clip(model, tokenizer, pixel_values: torch.Tensor, captions: list[str], *, steps: int,
+               batch_size: int = 64, lr: float = 1e-3, weight_decay: float = 0.1, seed: int = 0,
+               rank: int = 0, world: int = 1, wrapped=None, stop_after_backward=None,
+               show_progress: bool = True) -> list[float]:
+    """Train a transformers ``CLIPModel`` on image-caption pairs with :func:`distributed_clip_loss`.
+
+    Each step draws a global batch of ``batch_size`` pairs; with ``world`` processes, process
+    ``rank`` encodes its share of it through ``wrapped`` (the model inside DistributedDataParallel)
+    and the loss gathers everyone's embeddings. Every process draws the same batches from ``seed``.
+    ``stop_after_backward(loss)`` is called after the first backward pass and ends training if
+    given. Returns the loss of each step.
+    """
+    import random
+
+    from utils.training import cosine_with_warmup, progress
+
+    if len(pixel_values) != len(captions):
+        raise ValueError(f"{len(pixel_values)} images but {len(captions)} captions: they must pair up")
+    if batch_size % world:
+        raise ValueError(f"a global batch of {batch_size} does not split evenly over {world} processes")
+    wrapped = wrapped or model
+    device = model.logit_scale.device
+    local = batch_size // world
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_with_warmup(s, steps, steps // 20))
+    rng, generator = random.Random(seed), torch.Generator().manual_seed(seed)
+    losses = []
+    bar = progress(total=steps, desc=f"training CLIP ({world} process{'es' if world > 1 else ''})",
+                   disable=rank != 0 or not show_progress)
+    model.train()
+    for step in range(steps):
+        batch = torch.randperm(len(captions), generator=generator)[:batch_size]  # the global batch
+        tokens = tokenizer([augment_caption(captions[int(i)], rng) for i in batch], padding=True, return_tensors="pt")
+        mine = slice(rank * local, (rank + 1) * local)  # padded as one batch, then shared out
+        out = wrapped(input_ids=tokens.input_ids[mine].to(device), attention_mask=tokens.attention_mask[mine].to(device),
+                      pixel_values=pixel_values[batch[mine]].to(device))
+        loss = distributed_clip_loss(out.image_embeds, out.text_embeds, model.logit_scale.exp())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if stop_after_backward is not None:
+            stop_after_backward(loss)
+            break
+        optimizer.step()
+        schedule.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(max=math.log(MAX_LOGIT_SCALE))
+        losses.append(loss.item())
+        bar.update()
+        if step % 100 == 0:
+            bar.set_postfix_str(f"loss {loss.item():.3f}, 1/tau {model.logit_scale.exp().item():.1f}")
+    bar.close()
+    model.eval()
+    return losses
