@@ -85,7 +85,7 @@ torch.set_printoptions(precision=4, sci_mode=False)
 #
 # On unit vectors the dot product $S_{ij}$ is the cosine similarity, between -1 and 1. The loss
 # turns similarities into logits $S_{ij} / \tau$ with a **temperature** $\tau$ that is learned
-# too: the model stores `logit_scale` $= \log(1/\tau)$, so $1/\tau = e^{\text{logit\_scale}}$ stays positive.
+# too: the model stores `logit_scale` $= \log(1/\tau)$, so $1/\tau = e^{\mathtt{logit\_scale}}$ stays positive.
 # (The course material's pseudocode writes `np.linalg.norm(...)` for this step, which would return the
 # lengths; what is meant is dividing each vector by its length, `F.normalize` below.)
 #
@@ -181,8 +181,8 @@ row_sums = exp_S.sum(dim=1)  # (B,): one denominator per image
 row_losses = -torch.log(exp_S.diagonal() / row_sums)  # (B,)
 for i in range(B):
     terms = " + ".join(f"{v:.4f}" for v in exp_S[i].tolist())
-    print(f"image {i + 1}: {terms} = {row_sums[i]:.4f};  -log({exp_S[i, i]:.4f} / {row_sums[i]:.4f}) "
-          f"= -log({exp_S[i, i] / row_sums[i]:.4f}) = {row_losses[i]:.4f}")
+    print(f"image {i + 1}: denominator {terms} = {row_sums[i]:.4f}")
+    print(f"         loss -log({exp_S[i, i]:.4f} / {row_sums[i]:.4f}) = -log({exp_S[i, i] / row_sums[i]:.4f}) = {row_losses[i]:.4f}")
 loss_i2t = row_losses.mean()
 print(f"L_image->text = mean = {loss_i2t:.4f}")
 
@@ -195,8 +195,8 @@ column_sums = exp_S.sum(dim=0)  # (B,): one denominator per text
 column_losses = -torch.log(exp_S.diagonal() / column_sums)  # (B,)
 for j in range(B):
     terms = " + ".join(f"{v:.4f}" for v in exp_S[:, j].tolist())
-    print(f"text {j + 1}: {terms} = {column_sums[j]:.4f};  -log({exp_S[j, j]:.4f} / {column_sums[j]:.4f}) "
-          f"= -log({exp_S[j, j] / column_sums[j]:.4f}) = {column_losses[j]:.4f}")
+    print(f"text {j + 1}: denominator {terms} = {column_sums[j]:.4f}")
+    print(f"        loss -log({exp_S[j, j]:.4f} / {column_sums[j]:.4f}) = -log({exp_S[j, j] / column_sums[j]:.4f}) = {column_losses[j]:.4f}")
 loss_t2i = column_losses.mean()
 loss = (loss_i2t + loss_t2i) / 2
 print(f"L_text->image = mean = {loss_t2i:.4f}")

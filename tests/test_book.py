@@ -73,7 +73,7 @@ def test_maths_renders_offline_in_a_browser(book: Path, browser: str) -> None:
     assert "cos" in dom and "Open in Colab" in dom or "colab-badge" in dom
 
 
-@pytest.mark.parametrize("name", ["intro", "chapters/00_getting_started"])
+@pytest.mark.parametrize("name", ["intro"] + [f"chapters/{p.stem}" for p in sorted((ROOT / "chapters").glob("*.ipynb"))])
 def test_screenshots_for_a_person_to_look_at(book: Path, browser: str, name: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     shot = SHOTS / f"{name.replace('/', '_')}.png"
