@@ -72,6 +72,7 @@ def execute(path: str) -> tuple[str, float, str | None]:
         error = str(exc).splitlines()[-1] if str(exc) else repr(exc)
     seconds = time.perf_counter() - start
     tidy_streams(nb)
+    nb.metadata["jupytext"].pop("text_representation", None)  # as `make sync` writes it
     nbformat.write(nb, ipynb)
     return ipynb.name, seconds, error
 
