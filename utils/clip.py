@@ -79,9 +79,7 @@ def siglip_loss(similarity: torch.Tensor, scale: float | torch.Tensor, bias: flo
     together, so no device needs the whole batch. Summed over texts, averaged over images.
     """
     _check_similarity(similarity)
-    logits = similarity * scale + bias  # (B, B)
-    labels = 2 * torch.eye(len(logits), device=logits.device, dtype=logits.dtype) - 1  # +1 diagonal, -1 off it
-    return -F.logsigmoid(labels * logits).sum(dim=1).mean()
+    return siglip_block_loss(similarity, scale, bias, first_row=0) / len(similarity)  # the whole batch is one block
 
 
 def siglip_block_loss(similarity_rows: torch.Tensor, scale: float | torch.Tensor, bias: float | torch.Tensor,
