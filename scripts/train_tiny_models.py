@@ -1,14 +1,17 @@
 """Rebuild every tiny checkpoint in models/ (what `make assets` runs).
 
-Each zoo entry names the command that rebuilds it; this script runs them in order, then
+Each zoo entry names the command that rebuilds it and the models it needs first (a judge, a
+text encoder); this script runs them side by side where it can, then
 reports each folder's size against the budgets (5 MB each, 30 MB in all) and the time taken.
 
-    python scripts/train_tiny_models.py            # everything
-    python scripts/train_tiny_models.py clip-tokenizer
+    python scripts/train_tiny_models.py                 # everything, two trainings at a time
+    python scripts/train_tiny_models.py clip-tokenizer  # one model
+    python scripts/train_tiny_models.py --jobs 1        # one at a time
 """
 
 from __future__ import annotations
 
+import argparse
 import shlex
 import subprocess
 import sys
@@ -23,29 +26,55 @@ from utils import zoo  # noqa: E402
 BUDGET_EACH, BUDGET_ALL = 5 * 2**20, 30 * 2**20
 
 
-def folder_size(folder: Path) -> int:
-    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder.is_dir() else 0
 
 
-def main(names: list[str]) -> int:
-    entries = [zoo.entry(n) for n in names] if names else list(zoo.REGISTRY.values())
-    done: set[str] = set()
-    start_all = time.perf_counter()
-    for item in entries:
-        if item.rebuild in done:  # one script may build several entries
+def build(entries: list[zoo.ZooEntry], jobs: int) -> None:
+    """Run each entry's rebuild command once, ``jobs`` at a time, each after the models it needs."""
+    pending = list(dict.fromkeys(entries))  # keep order, drop repeats
+    names = {item.name for item in pending}
+    running: dict[subprocess.Popen, tuple[zoo.ZooEntry, float]] = {}
+    finished: set[str] = set()
+    commands_started: set[str] = set()
+    while pending or running:
+        for item in list(pending):
+            waiting_for = [n for n in item.needs if n in names and n not in finished]
+            if len(running) >= jobs or waiting_for:
+                continue
+            pending.remove(item)
+            if item.rebuild in commands_started:  # one script may build several entries
+                finished.add(item.name)
+                continue
+            commands_started.add(item.rebuild)
+            command = shlex.split(item.rebuild)
+            if command[0] == "python":
+                command[0] = sys.executable
+            print(f"[assets] start {item.rebuild}", flush=True)
+            running[subprocess.Popen(command, cwd=ROOT)] = (item, time.perf_counter())
+        if not running:
             continue
-        done.add(item.rebuild)
-        command = shlex.split(item.rebuild)
-        if command[0] == "python":
-            command[0] = sys.executable
-        start = time.perf_counter()
-        print(f"[assets] {item.rebuild}", flush=True)
-        subprocess.run(command, cwd=ROOT, check=True)
-        print(f"[assets]   {time.perf_counter() - start:.1f} s", flush=True)
+        time.sleep(0.5)
+        for process in [p for p in running if p.poll() is not None]:
+            item, start = running.pop(process)
+            if process.returncode != 0:
+                for other in running:
+                    other.kill()
+                raise SystemExit(f"[assets] `{item.rebuild}` failed with exit code {process.returncode}")
+            finished.add(item.name)
+            print(f"[assets] done  {item.rebuild} in {time.perf_counter() - start:.1f} s", flush=True)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="*", help="zoo names to rebuild (default: all)")
+    parser.add_argument("--jobs", type=int, default=2, help="trainings run side by side, one thread each")
+    args = parser.parse_args(argv)
+    entries = [zoo.entry(n) for n in args.names] if args.names else list(zoo.REGISTRY.values())
+    start_all = time.perf_counter()
+    build(entries, args.jobs)
     total = 0
     over = []
     for item in zoo.REGISTRY.values():
-        size = folder_size(item.local_dir)
+        size = zoo.own_size(item.local_dir)
         total += size
         print(f"[assets] models/{item.folder:<24} {size / 2**20:6.2f} MB")
         if size > BUDGET_EACH:

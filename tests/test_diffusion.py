@@ -102,3 +102,69 @@ def test_sampling_with_the_ideal_noise_predictor_recovers_the_data_point() -> No
 def test_clear_errors(call, error, message: str) -> None:
     with pytest.raises(error, match=message):
         call(NoiseSchedule.linear())
+
+
+def test_scaled_linear_equals_stable_diffusions_schedule() -> None:
+    theirs = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+    torch.testing.assert_close(NoiseSchedule.scaled_linear().alpha_bars.float(), theirs.alphas_cumprod, atol=1e-6, rtol=1e-4)
+
+
+def test_training_a_toy_denoiser_learns_the_data() -> None:
+    from utils.diffusion import ToyDenoiser, train_denoiser, two_moons
+
+    data = two_moons(2000, seed=0)
+    model = ToyDenoiser(width=64)
+    schedule = NoiseSchedule.linear(T=100)
+    losses = train_denoiser(model, model, data, schedule, steps=600, batch_size=128, lr=3e-3, seed=0, show_progress=False)
+    assert sum(losses[-50:]) / 50 < 0.8 * sum(losses[:50]) / 50
+    with torch.no_grad():
+        points, _ = sample(model, schedule, (500, 2), generator=torch.Generator().manual_seed(1), clip_x0=None)
+    near = (torch.cdist(points, data).min(-1).values < 0.2).float().mean()
+    start = (torch.cdist(torch.randn(500, 2, generator=torch.Generator().manual_seed(1)), data).min(-1).values < 0.2).float().mean()
+    assert near > 0.6 and near > start + 0.2, (near, start)
+
+
+def test_ema_tracks_the_weights() -> None:
+    from utils.diffusion import EMA
+
+    model = torch.nn.Linear(2, 2)
+    ema = EMA(model, decay=0.5)
+    before = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    ema.update(model)
+    ema.copy_to(model)
+    torch.testing.assert_close(model.weight, before + 0.5)
+    with pytest.raises(ValueError, match="decay"):
+        EMA(model, decay=1.0)
+
+
+def test_conditional_training_needs_a_null_condition() -> None:
+    from utils.diffusion import train_denoiser
+
+    model = torch.nn.Linear(2, 2)
+    with pytest.raises(ValueError, match="null_condition"):
+        train_denoiser(model, lambda x, t, condition: model(x), torch.zeros(4, 2), NoiseSchedule.linear(T=10), steps=1,
+                       conditions=torch.zeros(4, 3), show_progress=False)
+    with pytest.raises(ValueError, match="one condition per example"):
+        train_denoiser(model, lambda x, t, condition: model(x), torch.zeros(4, 2), NoiseSchedule.linear(T=10), steps=1,
+                       conditions=torch.zeros(3, 3), null_condition=torch.zeros(3), show_progress=False)
+
+
+def test_dominant_colour_reads_shapesworld_colours() -> None:
+    from utils.diffusion import dominant_colour
+    from utils.shapes import ShapesWorld
+
+    world = ShapesWorld(30, seed=2, split="test", max_objects=1, image_size=32)
+    assert [dominant_colour(image) for image in world.images()] == [s.objects[0].colour for s in world.scenes]
+    assert dominant_colour(torch.ones(3, 32, 32) * torch.tensor([245, 245, 240])[:, None, None] / 255) is None
+    with pytest.raises(ValueError, match="one RGB image"):
+        dominant_colour(torch.zeros(1, 3, 32, 32))
+
+
+def test_to_pil_rejects_batches() -> None:
+    from utils.diffusion import to_pil
+
+    assert to_pil(torch.zeros(3, 4, 5)).size == (5, 4)
+    with pytest.raises(ValueError, match="one RGB image"):
+        to_pil(torch.zeros(2, 3, 4, 4))

@@ -11,8 +11,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
+import torch.nn.functional as F
+from torch import nn
+
+from utils import runtime
+
+runtime.silence_diffusers()  # the pipelines' loading bars; see utils.runtime
 
 
 def _as_timesteps(t: int | torch.Tensor, T: int, batch: int) -> torch.Tensor:
@@ -70,6 +77,11 @@ class NoiseSchedule:
     def linear(cls, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> NoiseSchedule:
         """DDPM's schedule: beta rises linearly from 1e-4 to 0.02 over T = 1000 steps."""
         return cls(torch.linspace(beta_start, beta_end, T, dtype=torch.float64))
+
+    @classmethod
+    def scaled_linear(cls, T: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012) -> NoiseSchedule:
+        """Stable Diffusion's schedule: sqrt(beta) rises linearly, from sqrt(0.00085) to sqrt(0.012)."""
+        return cls(torch.linspace(beta_start**0.5, beta_end**0.5, T, dtype=torch.float64) ** 2)
 
     @classmethod
     def cosine(cls, T: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> NoiseSchedule:
@@ -159,3 +171,242 @@ def sample(eps_model, schedule: NoiseSchedule, shape: tuple[int, ...], generator
         if keep_every and t % keep_every == 0:
             trajectory.append(x)
     return x, trajectory
+
+
+# --- Training: the epsilon-prediction objective -------------------------------------------------
+
+def epsilon_loss(eps_model: Callable[..., torch.Tensor], x0: torch.Tensor, schedule: NoiseSchedule,
+                 generator: torch.Generator | None = None, **model_kwargs) -> torch.Tensor:
+    """L_simple of eq. (14): || eps - eps_theta(sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, t) ||^2.
+
+    A random step t per image and fresh noise eps; ``eps_model(x_t, t, **model_kwargs)`` returns
+    its estimate of eps with x_t's shape.
+    """
+    B = len(x0)
+    t = torch.randint(0, schedule.T, (B,), generator=generator)  # (B,)
+    eps = torch.randn(x0.shape, generator=generator)  # (B, C, H, W)
+    x_t = schedule.q_sample(x0, t, eps)
+    return F.mse_loss(eps_model(x_t, t, **model_kwargs), eps)
+
+
+class EMA:
+    """An exponential moving average of a model's weights, the copy DDPM samples from.
+
+    theta_ema <- decay * theta_ema + (1 - decay) * theta after every optimiser step: the average
+    smooths out the noise of the last updates, which matters a lot for short training runs.
+    """
+
+    def __init__(self, model: nn.Module, decay: float = 0.995) -> None:
+        if not 0 < decay < 1:
+            raise ValueError(f"decay must lie in (0, 1), got {decay}")
+        self.decay = decay
+        self.shadow = {name: p.detach().clone() for name, p in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for name, p in model.state_dict().items():
+            if p.is_floating_point():
+                self.shadow[name].lerp_(p, 1 - self.decay)
+            else:
+                self.shadow[name].copy_(p)
+
+    def copy_to(self, model: nn.Module) -> None:
+        model.load_state_dict(self.shadow)
+
+
+def train_denoiser(model: nn.Module, eps_model: Callable[..., torch.Tensor], data: torch.Tensor,
+                   schedule: NoiseSchedule, *, steps: int, batch_size: int = 64, lr: float = 2e-3,
+                   warmup: int = 100, seed: int = 0, conditions: torch.Tensor | None = None,
+                   null_condition: torch.Tensor | None = None, drop_condition: float = 0.1,
+                   ema_decay: float | None = 0.995, show_progress: bool = True, desc: str = "train") -> list[float]:
+    """Train ``model`` for ``steps`` mini-batches of L_simple on ``data`` (n, ...) already in memory.
+
+    ``eps_model(x_t, t)`` (or ``eps_model(x_t, t, condition)`` when ``conditions`` (n, ...) are given)
+    calls the model. For classifier-free guidance, each example's condition is replaced by
+    ``null_condition`` with probability ``drop_condition``, so the same network also learns the
+    unconditional estimate. With ``ema_decay`` the model ends holding the EMA weights. Returns the
+    loss of every step. Deterministic for a given ``seed``.
+    """
+    from utils.training import cosine_with_warmup, progress
+
+    if conditions is not None and len(conditions) != len(data):
+        raise ValueError(f"need one condition per example: {len(conditions)} conditions for {len(data)} examples")
+    if conditions is not None and null_condition is None and drop_condition > 0:
+        raise ValueError("classifier-free guidance needs a null_condition to drop to (e.g. the embedding of '')")
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)  # dropout inside the model, if any
+    optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: cosine_with_warmup(s, steps, warmup))
+    ema = EMA(model, ema_decay) if ema_decay else None
+    losses: list[float] = []
+    model.train()
+    bar = progress(total=steps, desc=desc, disable=not show_progress)
+    for step in range(steps):
+        index = torch.randint(0, len(data), (batch_size,), generator=generator)
+        kwargs = {}
+        if conditions is not None:
+            condition = conditions[index]
+            if drop_condition > 0:
+                drop = torch.rand(batch_size, generator=generator) < drop_condition  # (B,)
+                shape = (-1,) + (1,) * (condition.ndim - 1)
+                condition = torch.where(drop.reshape(shape), null_condition.expand_as(condition), condition)
+            kwargs["condition"] = condition
+        loss = epsilon_loss(eps_model, data[index], schedule, generator, **kwargs)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimiser.step()
+        scheduler.step()
+        if ema is not None:
+            ema.update(model)
+        losses.append(loss.item())
+        bar.update()
+        if step % 50 == 0 or step == steps - 1:
+            bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
+    bar.close()
+    if ema is not None:
+        ema.copy_to(model)
+    model.eval()
+    return losses
+
+
+# --- A denoiser for 2-D toy data -------------------------------------------------------------
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
+    """Sinusoidal embedding of integer steps (B,) -> (B, dim), as in the Transformer and DDPM."""
+    half = dim // 2
+    frequencies = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32) / half)  # (dim/2,)
+    angles = t.float()[:, None] * frequencies[None]  # (B, dim/2)
+    return torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
+
+
+class ToyDenoiser(nn.Module):
+    """eps_theta(x_t, t) for points in the plane: an MLP on [x_t, embedding(t)]."""
+
+    def __init__(self, dim: int = 2, width: int = 128, time_dim: int = 32) -> None:
+        super().__init__()
+        self.time_dim = time_dim
+        self.net = nn.Sequential(
+            nn.Linear(dim + time_dim, width), nn.SiLU(),
+            nn.Linear(width, width), nn.SiLU(),
+            nn.Linear(width, width), nn.SiLU(),
+            nn.Linear(width, dim),
+        )
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([x_t, timestep_embedding(t, self.time_dim)], dim=-1))  # (B, 2)
+
+
+def two_moons(n: int, seed: int = 0, noise: float = 0.05) -> torch.Tensor:
+    """``n`` points (n, 2) on two interleaved half circles, scaled to roughly [-1, 1]."""
+    generator = torch.Generator().manual_seed(seed)
+    angle = torch.rand(n, generator=generator) * math.pi  # (n,)
+    upper = torch.rand(n, generator=generator) < 0.5
+    x = torch.where(upper, torch.cos(angle), 1 - torch.cos(angle))
+    y = torch.where(upper, torch.sin(angle), 0.5 - torch.sin(angle))
+    points = torch.stack([x - 0.5, y - 0.25], dim=-1) * 0.9  # centred
+    return points + noise * torch.randn(n, 2, generator=generator)
+
+
+# --- Judging generated ShapesWorld images ------------------------------------------------------
+
+def dominant_colour(image: torch.Tensor, background: tuple[int, int, int] | None = None) -> str | None:
+    """The ShapesWorld colour name closest to the mean of the pixels that are not background.
+
+    ``image`` is (3, H, W) in [0, 1]. Returns None when (almost) nothing differs from the background.
+    """
+    from utils.shapes import BACKGROUND, COLOURS
+
+    if image.ndim != 3 or image.shape[0] != 3:
+        raise ValueError(f"expected one RGB image (3, H, W), got shape {tuple(image.shape)}")
+    background_rgb = torch.tensor(background or BACKGROUND, dtype=torch.float32)[:, None, None] / 255
+    foreground = (image - background_rgb).abs().sum(0) > 0.3  # (H, W)
+    if foreground.sum() < 4:
+        return None
+    mean = image[:, foreground].mean(-1)  # (3,)
+    palette = torch.tensor(list(COLOURS.values()), dtype=torch.float32) / 255  # (5, 3)
+    return list(COLOURS)[int(((palette - mean) ** 2).sum(-1).argmin())]
+
+
+# --- The tiny models shipped for chapter 5 (diffusers classes, so the Colab code runs unchanged) ---
+
+def tiny_unet(sample_size: int = 32, channels: tuple[int, ...] = (32, 64, 64)):
+    """A small UNet2DModel for ShapesWorld images, with self-attention at the lowest resolution."""
+    from diffusers import UNet2DModel
+
+    depth = len(channels)
+    return UNet2DModel(
+        sample_size=sample_size, in_channels=3, out_channels=3, block_out_channels=channels, layers_per_block=1,
+        down_block_types=("DownBlock2D",) * (depth - 1) + ("AttnDownBlock2D",),
+        up_block_types=("AttnUpBlock2D",) + ("UpBlock2D",) * (depth - 1),
+        norm_num_groups=8, attention_head_dim=16,
+    )
+
+
+def tiny_vae(sample_size: int = 32, channels: tuple[int, ...] = (32, 64, 64), latent_channels: int = 4):
+    """A small AutoencoderKL: each of the len(channels) - 1 down blocks halves the side."""
+    from diffusers import AutoencoderKL
+
+    depth = len(channels)
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * depth,
+        up_block_types=("UpDecoderBlock2D",) * depth, block_out_channels=channels, layers_per_block=1,
+        latent_channels=latent_channels, norm_num_groups=8, sample_size=sample_size,
+    )
+
+
+def tiny_text_unet(cross_attention_dim: int, sample_size: int = 8, channels: tuple[int, ...] = (64, 128),
+                   in_channels: int = 4):
+    """A small UNet2DConditionModel whose cross-attention reads text-encoder states of width ``cross_attention_dim``."""
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=sample_size, in_channels=in_channels, out_channels=in_channels, block_out_channels=channels,
+        layers_per_block=1, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=cross_attention_dim,
+        attention_head_dim=8, norm_num_groups=16,
+    )
+
+
+def train_vae(vae: nn.Module, data: torch.Tensor, *, steps: int, batch_size: int = 32, lr: float = 2e-3,
+              kl_weight: float = 1e-6, seed: int = 0, show_progress: bool = True) -> list[float]:
+    """Train an AutoencoderKL to reconstruct ``data`` (n, 3, H, W) in [-1, 1].
+
+    Loss = || x - D(z) ||^2 + kl_weight * KL(q(z|x) || N(0, I)) with z ~ q(z|x) = E(x): the tiny KL
+    term (Stable Diffusion's VAE uses one too) keeps the latent space smooth without blurring the
+    reconstructions. Returns the loss of every step.
+    """
+    from utils.training import cosine_with_warmup, progress
+
+    generator = torch.Generator().manual_seed(seed)
+    optimiser = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: cosine_with_warmup(s, steps, min(100, steps // 10)))
+    losses: list[float] = []
+    vae.train()
+    bar = progress(total=steps, desc="vae", disable=not show_progress)
+    for step in range(steps):
+        x = data[torch.randint(0, len(data), (batch_size,), generator=generator)]  # (B, 3, H, W)
+        posterior = vae.encode(x).latent_dist
+        z = posterior.sample(generator=generator)  # (B, 4, H/f, W/f)
+        loss = F.mse_loss(vae.decode(z).sample, x) + kl_weight * posterior.kl().mean()
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        scheduler.step()
+        losses.append(loss.item())
+        bar.update()
+        if step % 50 == 0 or step == steps - 1:
+            bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
+    bar.close()
+    vae.eval()
+    return losses
+
+
+def to_pil(x: torch.Tensor):
+    """An image tensor (3, H, W) in [-1, 1] (the range diffusion models use) as a PIL image."""
+    from PIL import Image
+
+    if x.ndim != 3 or x.shape[0] != 3:
+        raise ValueError(f"expected one RGB image (3, H, W), got shape {tuple(x.shape)}")
+    array = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(array)

@@ -21,6 +21,7 @@ import os
 import platform
 import random
 import socket
+import sys
 import warnings
 from importlib import metadata
 
@@ -110,6 +111,18 @@ def silence_known_warnings() -> None:
     except ImportError:  # pragma: no cover - transformers is a hard requirement
         pass
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    if "diffusers" in sys.modules:
+        silence_diffusers()
+
+
+def silence_diffusers() -> None:
+    """diffusers' own switches (its "Loading pipeline components" bars). Importing diffusers costs
+    seconds, so this runs only where diffusers is used: ``utils.diffusion`` calls it on import."""
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.set_verbosity_error()
+    diffusers_logging.disable_progress_bar()
 
 
 def seed_everything(seed: int = 0) -> None:

@@ -48,6 +48,7 @@ class ZooEntry:
     rebuild: str  # the command that recreates the tiny folder
     description: str
     allow_patterns: tuple[str, ...] = DEFAULT_PATTERNS
+    needs: tuple[str, ...] = ()  # zoo names whose tiny checkpoints the rebuild reads (make assets builds them first)
 
     def __post_init__(self) -> None:
         if len(self.revision) != 40 or any(c not in "0123456789abcdef" for c in self.revision):
@@ -92,6 +93,13 @@ def compact_json(folder: Path | str, name: str = "tokenizer.json") -> None:
     file.write_text(json.dumps(data, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
 
 
+def own_size(folder: Path) -> int:
+    """Bytes of the files in ``folder``, not counting links to files another checkpoint ships."""
+    if not folder.is_dir():
+        return 0
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and not f.is_symlink())
+
+
 def path(name: str, mode: str | None = None) -> str:
     """A local folder holding model ``name``, ready for ``from_pretrained``.
 
@@ -128,7 +136,7 @@ def table() -> list[dict[str, str]]:
     rows = []
     for item in sorted(REGISTRY.values(), key=lambda e: e.name):
         folder = item.local_dir
-        size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder.is_dir() else 0
+        size = own_size(folder)
         rows.append(
             {
                 "name": item.name,
@@ -162,6 +170,7 @@ register(
         revision="3d74acf9a28c67741b2f4f2ea7635f0aaf6f0268",
         folder="clip-tiny",
         rebuild="python scripts/train_clip.py",
+        needs=("clip-tokenizer",),
         description="CLIP: ViT-B/32 with its text encoder, or a 3-block CLIP trained on ShapesWorld captions",
     )
 )
@@ -174,5 +183,36 @@ register(
         folder="vit-tiny",
         rebuild="python scripts/train_vit.py",
         description="ViT image classifier: ViT-B/16 on ImageNet-1k, or a 3-block ViT naming ShapesWorld objects (15 classes)",
+    )
+)
+
+register(
+    ZooEntry(
+        name="ddpm",
+        hub_id="google/ddpm-cifar10-32",
+        revision="30eb34ce06e995c15ec349bc188a86d6bd0d5359",
+        folder="ddpm-tiny",
+        rebuild="python scripts/train_diffusion.py ddpm",
+        description="Unconditional DDPM (UNet2DModel + DDPMScheduler): CIFAR-10 at 32 px, or ShapesWorld scenes at 32 px",
+        allow_patterns=("*.json", "*.safetensors", "*.bin"),  # this commit may hold only the PyTorch .bin weights
+        needs=("vit",),  # the tiny ViT judges its samples
+    )
+)
+
+register(
+    ZooEntry(
+        name="sd",
+        hub_id="stable-diffusion-v1-5/stable-diffusion-v1-5",
+        revision="451f4fe16113bff5a5d2269ed5ad43b0592e9a14",
+        folder="sd-tiny",
+        rebuild="python scripts/train_diffusion.py sd",
+        description="Stable Diffusion v1.5 (fp16 variant), or a 32 px latent diffusion model on ShapesWorld "
+                    "conditioned by the tiny CLIP's text encoder",
+        # The repository also holds full-precision and EMA copies (over 10 GB): fetch the fp16 weights only.
+        allow_patterns=("model_index.json", "scheduler/*.json", "feature_extractor/*.json", "tokenizer/*",
+                        "text_encoder/config.json", "text_encoder/model.fp16.safetensors",
+                        "unet/config.json", "unet/diffusion_pytorch_model.fp16.safetensors",
+                        "vae/config.json", "vae/diffusion_pytorch_model.fp16.safetensors"),
+        needs=("clip", "vit"),  # its text encoder is the tiny CLIP's; the tiny ViT judges its samples
     )
 )
