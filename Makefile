@@ -58,6 +58,7 @@ pins:
 bench:
 	@scripts/setup_env.sh python
 	MMLLM_THREADS= $(PY) scripts/bench_vit.py
+	$(PY) scripts/bench_instruct.py
 
 clean:
 	rm -rf _build .pytest_cache

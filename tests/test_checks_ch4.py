@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 
-from utils import checks
+from utils import checks, llava
 from utils.instruct import FactChecker, box_relation
 
 
@@ -165,7 +165,7 @@ def mask_variant(**switches):
     return planted
 
 
-@pytest.mark.parametrize("answer", [mask_solution])
+@pytest.mark.parametrize("answer", [mask_solution, llava.mask_labels])
 def test_mask_labels_checker_passes_the_solution(answer, capsys: pytest.CaptureFixture) -> None:
     assert checks.check_mask_labels(answer).passed
     assert "✅ Exercise 4.2 (mask_labels): passed" in capsys.readouterr().out

@@ -1,0 +1,467 @@
+"""LLaVA in miniature: constants, the tiny model's parts, batching with masked labels, and evaluation.
+
+The pieces, in the order the chapter uses them:
+
+- the special tokens and the LLaVA-1.5 chat template ("USER: <image>\\n... ASSISTANT: ...</s>");
+- :func:`mask_labels`: -100 everywhere except the assistant's answers;
+- :func:`tiny_llava_config` / :func:`build_tokenizer` / :func:`build_processor`: a real
+  ``LlavaForConditionalGeneration`` with a 3-block CLIP tower and a 4-block Llama-style LM;
+- :func:`encode_conversation` / :func:`collate`: token ids with the image expanded to one
+  token per patch, exactly as ``LlavaProcessor`` expands it;
+- :func:`answer_questions` and :func:`pope_scores`: batched greedy answers and the POPE probe;
+- :func:`mix_state_dicts`: SPHINX-style weight mixing of two checkpoints.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+import torch
+
+from utils.instruct import IMAGE_TOKEN
+from utils.shapes import COLOURS, SHAPES, Scene
+
+# --- one place for every special token and id-bearing string ---------------------------------
+BOS, EOS, PAD, UNK = "<s>", "</s>", "<pad>", "<unk>"
+SPECIAL_TOKENS = (BOS, EOS, PAD, UNK, IMAGE_TOKEN)  # ids 0..4 in the tiny tokenizer, in this order
+USER, ASSISTANT = "USER:", " ASSISTANT:"  # the assistant marker starts with a space, as it follows the user's text
+IGNORE_INDEX = -100  # cross_entropy's ignore_index: positions the loss skips
+SHORT_ANSWER = "Answer the question using a single word or phrase."  # LLaVA-1.5's suffix for short answers
+CAPTION_PROMPT = "Write a short caption for the image."
+
+# LLaVA-1.5's conversation format as a Jinja chat template. The image block renders as "<image>\n"
+# when it opens a turn and as "\n<image>" when it follows the question.
+CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}"
+    "{% if not loop.first %} {% endif %}USER: "
+    "{% for block in message['content'] %}"
+    "{% if block['type'] == 'image' %}{% if loop.first %}<image>\n{% else %}{{ '\\n' }}<image>{% endif %}"
+    "{% else %}{{ block['text'] }}{% endif %}"
+    "{% endfor %}"
+    "{% else %}"
+    " ASSISTANT: {% for block in message['content'] %}{{ block['text'] }}{% endfor %}{{ eos_token }}"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %} ASSISTANT:{% endif %}"
+)
+
+
+# --- messages -----------------------------------------------------------------------------------
+def user_message(question: str, image: Any = None, *, image_first: bool = True) -> dict[str, Any]:
+    """One user turn in chat-template form, with an image block before or after the question.
+
+    ``image=None`` leaves an empty image block (the processor gets the pixels separately);
+    ``image=False`` means no image in this turn.
+    """
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError(f"the question is empty ({question!r}); type a question about the image")
+    content: list[dict[str, Any]] = [{"type": "text", "text": question.strip()}]
+    if image is not False:
+        block = {"type": "image"} if image is None else {"type": "image", "image": image}
+        content.insert(0 if image_first else 1, block)
+    return {"role": "user", "content": content}
+
+
+def assistant_message(answer: str) -> dict[str, Any]:
+    return {"role": "assistant", "content": [{"type": "text", "text": answer}]}
+
+
+def qa_messages(turns: Sequence[tuple[str, str]], *, image_first: bool = True) -> list[dict[str, Any]]:
+    """A conversation about one image: the image goes with the first question only."""
+    if not turns:
+        raise ValueError("a conversation needs at least one (question, answer) turn")
+    messages = []
+    for i, (question, answer) in enumerate(turns):
+        messages.append(user_message(question, None if i == 0 else False, image_first=image_first))
+        messages.append(assistant_message(answer))
+    return messages
+
+
+def image_after_question(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The same messages with the first turn's image block moved after its question."""
+    out = [dict(m, content=list(m["content"])) for m in messages]
+    if out and out[0]["role"] == "user":
+        blocks = out[0]["content"]
+        out[0]["content"] = [b for b in blocks if b["type"] != "image"] + [b for b in blocks if b["type"] == "image"]
+    return out
+
+
+def short_question(question: str) -> str:
+    """A question with LLaVA-1.5's request for a one-word answer appended."""
+    return f"{question.strip()}\n{SHORT_ANSWER}"
+
+
+# --- the label mask -------------------------------------------------------------------------------
+def mask_labels(input_ids: torch.Tensor, marker: Sequence[int], eos_id: int) -> torch.Tensor:
+    """Labels for one tokenised conversation: the token id inside assistant answers, -100 elsewhere.
+
+    An answer starts right after each occurrence of the whole ``marker`` (the ids of
+    " ASSISTANT:") and runs up to and including the next ``eos_id``, or to the end of a cut
+    sequence. The model shifts labels by one itself, so label i belongs to token i.
+    """
+    if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 1:
+        raise ValueError("input_ids must be a 1-D tensor of token ids (one conversation)")
+    marker = list(marker)
+    if not marker:
+        raise ValueError("the assistant marker is empty; pass the ids of ' ASSISTANT:'")
+    ids = input_ids.tolist()
+    labels = torch.full_like(input_ids, IGNORE_INDEX)
+    i, m = 0, len(marker)
+    while i <= len(ids) - m:
+        if ids[i:i + m] != marker:
+            i += 1
+            continue
+        j = i + m
+        while j < len(ids):
+            labels[j] = ids[j]
+            j += 1
+            if ids[j - 1] == eos_id:
+                break
+        i = j
+    return labels
+
+
+# --- the tiny model -------------------------------------------------------------------------------
+TINY_TEXT = dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4,
+                 num_key_value_heads=4, max_position_embeddings=512, rms_norm_eps=1e-5, tie_word_embeddings=True)
+
+
+def build_tokenizer(texts: Iterable[str], vocab_size: int = 1024):
+    """A GPT-2-style byte-level BPE trained on ``texts``, with the special tokens of :data:`SPECIAL_TOKENS`.
+
+    Returns a ``PreTrainedTokenizerFast`` whose image token is ``<image>`` and whose chat
+    template is :data:`CHAT_TEMPLATE`.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE(unk_token=UNK))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tokenizer.train_from_iterator(texts, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=BOS, eos_token=EOS, pad_token=PAD,
+                                   unk_token=UNK, extra_special_tokens={"image_token": IMAGE_TOKEN})
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def tiny_llava_config(vision_config: Any, vocab_size: int, **text_overrides: Any):
+    """LlavaConfig: the given CLIP vision config, a Llama-style LM of :data:`TINY_TEXT`, LLaVA-1.5's MLP projector."""
+    from transformers import LlamaConfig, LlavaConfig
+
+    text = LlamaConfig(vocab_size=vocab_size, bos_token_id=0, eos_token_id=1, pad_token_id=2,
+                       **{**TINY_TEXT, **text_overrides})
+    return LlavaConfig(vision_config=vision_config, text_config=text, image_token_index=SPECIAL_TOKENS.index(IMAGE_TOKEN),
+                       projector_hidden_act="gelu", vision_feature_select_strategy="default",
+                       vision_feature_layer=-2, multimodal_projector_bias=True, tie_word_embeddings=True)
+
+
+def build_processor(image_processor: Any, tokenizer: Any, patch_size: int):
+    """LlavaProcessor that expands ``<image>`` to one token per patch ([CLS] is dropped: strategy 'default')."""
+    from transformers import LlavaProcessor
+
+    return LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=patch_size,
+                          vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                          chat_template=CHAT_TEMPLATE, image_token=IMAGE_TOKEN)
+
+
+def num_image_tokens(config: Any) -> int:
+    """How many positions one image fills in the LM's input: patches, plus [CLS] unless it is dropped."""
+    vision = config.vision_config
+    patches = (vision.image_size // vision.patch_size) ** 2
+    return patches + (0 if config.vision_feature_select_strategy == "default" else 1)
+
+
+def trainable_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def set_stage(model: Any, stage: int) -> dict[str, int]:
+    """Freeze what a LLaVA training stage keeps fixed; returns the trainable count of each part.
+
+    Stage 1 trains the projector only; stage 2 the projector and the language model. The
+    vision tower stays frozen in both.
+    """
+    if stage not in (1, 2):
+        raise ValueError(f"LLaVA has two training stages, 1 and 2; got {stage!r}")
+    parts = {"vision tower": model.model.vision_tower, "projector": model.model.multi_modal_projector,
+             "language model": model.model.language_model}
+    for name, part in parts.items():
+        train = name == "projector" or (stage == 2 and name == "language model")
+        for p in part.parameters():
+            p.requires_grad_(train)
+    for p in model.lm_head.parameters():  # tied to the input embeddings in the tiny model
+        p.requires_grad_(stage == 2)
+    counts = {name: trainable_parameters(part) for name, part in parts.items()}
+    counts["total"] = trainable_parameters(model)
+    return counts
+
+
+# --- batching ---------------------------------------------------------------------------------------
+@dataclass
+class Encoded:
+    input_ids: torch.Tensor  # (L,)
+    labels: torch.Tensor  # (L,)
+
+
+def encode_conversation(tokenizer: Any, messages: Sequence[Mapping[str, Any]], image_tokens: int,
+                        max_length: int | None = None) -> Encoded:
+    """Render ``messages`` with the chat template, tokenise, expand ``<image>`` and mask the labels.
+
+    The result matches what ``LlavaProcessor`` produces for the same text (tested), so a model
+    trained on it sees at inference time exactly the layout it was trained on.
+    """
+    text = tokenizer.apply_chat_template(list(messages), tokenize=False)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    expanded: list[int] = []
+    for t in ids:
+        expanded.extend([t] * image_tokens if t == image_id else [t])
+    input_ids = torch.tensor(expanded[:max_length] if max_length else expanded)
+    marker = tokenizer(ASSISTANT, add_special_tokens=False)["input_ids"]
+    return Encoded(input_ids, mask_labels(input_ids, marker, tokenizer.eos_token_id))
+
+
+def collate(items: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad a batch: input_ids and attention_mask with the pad id and 0, labels with -100."""
+    length = max(len(it.input_ids) for it in items)
+    input_ids = torch.full((len(items), length), pad_id)
+    labels = torch.full((len(items), length), IGNORE_INDEX)
+    attention = torch.zeros((len(items), length), dtype=torch.long)
+    for row, it in enumerate(items):
+        n = len(it.input_ids)
+        input_ids[row, :n], labels[row, :n], attention[row, :n] = it.input_ids, it.labels, 1
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention}
+
+
+# --- answering and evaluation -------------------------------------------------------------------
+def answer_questions(model: Any, processor: Any, images: Sequence[Any], questions: Sequence[str], *,
+                     image_first: bool | None = None, max_new_tokens: int = 6, batch_size: int = 64) -> list[str]:
+    """Greedy answers, one per (image, question) pair, through the processor and ``generate``.
+
+    ``image_first`` defaults to the model's own habit (``config.image_first``, True for LLaVA-1.5).
+    """
+    if len(images) != len(questions):
+        raise ValueError(f"{len(images)} images but {len(questions)} questions: pass one question per image")
+    if image_first is None:
+        image_first = getattr(model.config, "image_first", True)
+    tokenizer = processor.tokenizer
+    old_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"  # generation continues from the right end of every row
+    answers: list[str] = []
+    try:
+        for start in range(0, len(questions), batch_size):
+            chunk_q = questions[start:start + batch_size]
+            chunk_i = list(images[start:start + batch_size])
+            prompts = [processor.apply_chat_template([user_message(q, image_first=image_first)],
+                                                     add_generation_prompt=True) for q in chunk_q]
+            inputs = processor(images=chunk_i, text=prompts, return_tensors="pt", padding=True)
+            inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+            with torch.no_grad():
+                out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                                     pad_token_id=tokenizer.pad_token_id)
+            new = out[:, inputs["input_ids"].shape[1]:]
+            answers += [a.strip() for a in tokenizer.batch_decode(new, skip_special_tokens=True)]
+    finally:
+        tokenizer.padding_side = old_side
+    return answers
+
+
+def first_word(answer: str) -> str:
+    words = answer.lower().replace(".", " ").replace(",", " ").split()
+    return words[0] if words else ""
+
+
+def qa_kind(question: str) -> str:
+    """The kind of a ShapesWorld question: count, colour, shape, size, exists or relation."""
+    q = question.lower()
+    for prefix, kind in (("how many", "count"), ("what colour", "colour"), ("what shape", "shape"),
+                         ("is there", "exists"), ("is the", "size"), ("where", "relation")):
+        if q.startswith(prefix):
+            return kind
+    return "other"
+
+
+def qa_accuracy(model: Any, processor: Any, scenes: Sequence[Scene], **kwargs: Any) -> dict[str, float]:
+    """Accuracy of one-word answers to every ``Scene.qa`` question of ``scenes``: overall and by kind."""
+    images, questions, truth = [], [], []
+    for scene in scenes:
+        for q, a in scene.qa:
+            images.append(scene.render())
+            questions.append(short_question(q))
+            truth.append((qa_kind(q), a))
+    answers = answer_questions(model, processor, images, questions, **kwargs)
+    right: dict[str, list[bool]] = {}
+    for (kind, a), got in zip(truth, answers):
+        right.setdefault(kind, []).append(first_word(got) == a)
+        right.setdefault("all", []).append(first_word(got) == a)
+    return {k: sum(v) / len(v) for k, v in right.items()}
+
+
+def pope_questions(scenes: Sequence[Scene], per_scene: int = 2, seed: int = 0) -> list[tuple[int, str, str]]:
+    """Balanced yes/no probes: per scene, ``per_scene // 2`` present and as many absent colour-shape pairs.
+
+    Returns ``(scene index, question, "yes" | "no")`` triples with POPE's wording,
+    "Is there a {colour} {shape} in the image?". Absent pairs are drawn at random.
+    """
+    rng = random.Random(seed)
+    out = []
+    for i, scene in enumerate(scenes):
+        present = [(o.colour, o.shape) for o in scene.objects]
+        absent = [(c, s) for c in COLOURS for s in SHAPES if not scene.has(c, s)]
+        k = min(per_scene // 2, len(present))
+        for (c, s), truth in [(p, "yes") for p in rng.sample(present, k)] + [(a, "no") for a in rng.sample(absent, k)]:
+            out.append((i, f"Is there a {c} {s} in the image?", truth))
+    return out
+
+
+@dataclass
+class PopeScores:
+    accuracy: float
+    precision: float
+    recall: float
+    f1: float
+    yes_ratio: float
+    n: int
+
+
+def pope_scores(truth: Sequence[str], predicted: Sequence[str]) -> PopeScores:
+    """POPE's five numbers with "yes" as the positive class; an answer that is not yes counts as no."""
+    if len(truth) != len(predicted) or not truth:
+        raise ValueError("pope_scores needs as many predictions as answers, and at least one")
+    said_yes = [first_word(p) == "yes" for p in predicted]
+    is_yes = [t == "yes" for t in truth]
+    tp = sum(a and b for a, b in zip(said_yes, is_yes))
+    fp = sum(a and not b for a, b in zip(said_yes, is_yes))
+    fn = sum(b and not a for a, b in zip(said_yes, is_yes))
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    accuracy = sum(a == b for a, b in zip(said_yes, is_yes)) / len(truth)
+    return PopeScores(accuracy, precision, recall, f1, sum(said_yes) / len(truth), len(truth))
+
+
+def pope(model: Any, processor: Any, scenes: Sequence[Scene], per_scene: int = 2, seed: int = 0,
+         **kwargs: Any) -> PopeScores:
+    """Ask the POPE probes of :func:`pope_questions` (with the short-answer suffix) and score them."""
+    probes = pope_questions(scenes, per_scene, seed)
+    answers = answer_questions(model, processor, [scenes[i].render() for i, _, _ in probes],
+                               [short_question(q) for _, q, _ in probes], **kwargs)
+    return pope_scores([t for _, _, t in probes], answers)
+
+
+# --- SPHINX-style weight mixing -------------------------------------------------------------------------
+def mix_state_dicts(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], beta: float) -> dict[str, torch.Tensor]:
+    """theta_mix = beta * theta_a + (1 - beta) * theta_b, tensor by tensor; both must share one architecture."""
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"beta must lie in [0, 1], got {beta}")
+    if a.keys() != b.keys():
+        missing = sorted(set(a) ^ set(b))[:3]
+        raise ValueError(f"the two checkpoints have different parameters (e.g. {missing}); mixing needs one architecture")
+    mixed = {}
+    for name in a:
+        if a[name].shape != b[name].shape:
+            raise ValueError(f"{name}: shapes {tuple(a[name].shape)} and {tuple(b[name].shape)} differ")
+        if a[name].is_floating_point():
+            mixed[name] = beta * a[name].float() + (1 - beta) * b[name].float()
+        else:
+            mixed[name] = a[name].clone()
+    return mixed
+
+
+# --- CogVLM's visual expert ---------------------------------------------------------------------------
+class VisualExpertBlock(torch.nn.Module):
+    """One pre-norm transformer block with CogVLM's visual expert.
+
+    Text tokens use the (frozen) language model's QKV projection and feed-forward network; image
+    tokens use their own copies (the trainable expert). All tokens then attend to each other
+    under one causal mask, so text still reads the image and the image part still reads the text
+    before it. :meth:`copy_text_to_image` starts the expert as a copy of the text weights: the
+    block then computes exactly what the plain language-model block computes.
+    """
+
+    def __init__(self, dim: int, heads: int, hidden: int) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim {dim} is not divisible by heads {heads}")
+        self.heads = heads
+        self.norm1, self.norm2 = torch.nn.LayerNorm(dim), torch.nn.LayerNorm(dim)
+        self.qkv_text, self.qkv_image = torch.nn.Linear(dim, 3 * dim), torch.nn.Linear(dim, 3 * dim)
+        self.out = torch.nn.Linear(dim, dim)  # shared, as in CogVLM's figure only QKV and FFN are doubled
+        self.ffn_text = torch.nn.Sequential(torch.nn.Linear(dim, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, dim))
+        self.ffn_image = torch.nn.Sequential(torch.nn.Linear(dim, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, dim))
+
+    def copy_text_to_image(self) -> "VisualExpertBlock":
+        """Initialise the expert from the text weights (CogVLM starts from the LLM's own)."""
+        self.qkv_image.load_state_dict(self.qkv_text.state_dict())
+        self.ffn_image.load_state_dict(self.ffn_text.state_dict())
+        return self
+
+    @staticmethod
+    def _route(x: torch.Tensor, is_image: torch.Tensor, text_fn, image_fn) -> torch.Tensor:
+        return torch.where(is_image[..., None], image_fn(x), text_fn(x))
+
+    def forward(self, x: torch.Tensor, is_image: torch.Tensor) -> torch.Tensor:
+        """``x`` (B, L, D); ``is_image`` (B, L) bool, True at image positions."""
+        if is_image.shape != x.shape[:2] or is_image.dtype != torch.bool:
+            raise ValueError(f"is_image must be a bool tensor of shape {tuple(x.shape[:2])}, got "
+                             f"{tuple(is_image.shape)} {is_image.dtype}")
+        b, length, d = x.shape
+        qkv = self._route(self.norm1(x), is_image, self.qkv_text, self.qkv_image)
+        q, k, v = qkv.view(b, length, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        attended = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.out(attended.transpose(1, 2).reshape(b, length, d))
+        return x + self._route(self.norm2(x), is_image, self.ffn_text, self.ffn_image)
+
+    def plain_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The same block with the text weights for every token: the frozen LM's own computation."""
+        return self.forward(x, torch.zeros(x.shape[:2], dtype=torch.bool))
+
+
+# --- tool use in the style of ViperGPT ------------------------------------------------------------
+class ShapeTools:
+    """The chapter's tiny LLaVA wrapped as two tools a program can call.
+
+    ``find(image)``: the objects in the image as (colour, shape) pairs, by asking the model the
+    15 existence questions (a detector built from yes/no answers); ``ask(image, question)``: a
+    one-word answer. ``calls`` counts the model calls.
+    """
+
+    def __init__(self, model: Any, processor: Any) -> None:
+        self.model, self.processor, self.calls = model, processor, 0
+
+    def ask_many(self, images: Sequence[Any], questions: Sequence[str]) -> list[str]:
+        self.calls += len(questions)
+        return [first_word(a) for a in answer_questions(self.model, self.processor, images,
+                                                         [short_question(q) for q in questions])]
+
+    def ask(self, image: Any, question: str) -> str:
+        return self.ask_many([image], [question])[0]
+
+    def find(self, image: Any) -> list[tuple[str, str]]:
+        pairs = [(c, s) for c in COLOURS for s in SHAPES]
+        said = self.ask_many([image] * len(pairs), [f"Is there a {c} {s} in the image?" for c, s in pairs])
+        return [pair for pair, answer in zip(pairs, said) if answer == "yes"]
+
+
+def colour_left_of(tools: ShapeTools, image: Any, anchor: str) -> str:
+    """A program for "What colour is the shape to the left of the {anchor}?" built from tool calls.
+
+    Find the objects, ask where each one is relative to the anchor, and ask the colour of the
+    one on its left. Returns "none" when the anchor is missing or nothing is left of it.
+    """
+    found = tools.find(image)
+    shapes = [s for _, s in found]
+    if anchor not in shapes:
+        return "none"
+    for colour, shape in found:
+        if shape != anchor and tools.ask(image, f"Where is the {shape} relative to the {anchor}?") == "left":
+            return tools.ask(image, f"What colour is the {shape}?")
+    return "none"
