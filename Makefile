@@ -14,10 +14,11 @@ export MMLLM_MODE ?= tiny
 export HF_HUB_OFFLINE ?= 1
 export MMLLM_THREADS ?= 1
 export PYTHONHASHSEED := 0
-# The same floating-point code paths on every x86-64 CPU with AVX2, so stored outputs reproduce:
-# PyTorch's own kernels, MKL's (conditional numerical reproducibility) and oneDNN's.
+# The same floating-point code paths on every x86-64 CPU with AVX2, Intel or AMD, so stored outputs
+# reproduce: PyTorch's own kernels, oneDNN's, and MKL's vendor-neutral branch (conditional numerical
+# reproducibility; MKL ignores MKL_CBWR=AVX2 on AMD processors and takes a path of its own there).
 export ATEN_CPU_CAPABILITY := avx2
-export MKL_CBWR := AVX2
+export MKL_CBWR := COMPATIBLE
 export ONEDNN_MAX_CPU_ISA := AVX2
 NOTEBOOKS := $(sort $(wildcard chapters/*.ipynb solutions/*.ipynb))
 JOBS ?= 2

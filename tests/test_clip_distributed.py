@@ -45,5 +45,9 @@ def test_two_processes_compute_the_global_gradients(runs) -> None:
     assert single["grads"].keys() == double["grads"].keys()
     assert len(single["grads"]) > 40  # every weight of both towers, the projections and the scale
     for name, grad in single["grads"].items():
-        torch.testing.assert_close(double["grads"][name], grad, atol=1e-6, rtol=1e-4, msg=name)
+        # The two runs add the same terms in a different order, so they agree up to float32 rounding
+        # of the tensor's largest entries: an embedding table whose gradient reaches 19 differs by a
+        # few 1e-6 in rows of small values, which a fixed atol of 1e-6 would call a mismatch.
+        atol = 1e-6 * max(1.0, grad.abs().max().item())
+        torch.testing.assert_close(double["grads"][name], grad, atol=atol, rtol=1e-4, msg=name)
     assert single["grads"]["logit_scale"].abs() > 0  # the temperature is learned too
