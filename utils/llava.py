@@ -247,7 +247,13 @@ def answer_questions(model: Any, processor: Any, images: Sequence[Any], question
     """Greedy answers, one per (image, question) pair, through the processor and ``generate``.
 
     ``image_first`` defaults to the model's own habit (``config.image_first``, True for LLaVA-1.5).
+    Images may be anything ``utils.images.load_image`` reads (PIL, path, URL, array); an
+    unreadable one raises ``ImageLoadError`` naming it.
     """
+    from utils.images import load_image
+
+    if isinstance(questions, str):
+        raise TypeError("questions must be a list of strings, one per image; wrap a single question in a list")
     if len(images) != len(questions):
         raise ValueError(f"{len(images)} images but {len(questions)} questions: pass one question per image")
     if image_first is None:
@@ -259,8 +265,8 @@ def answer_questions(model: Any, processor: Any, images: Sequence[Any], question
     try:
         for start in range(0, len(questions), batch_size):
             chunk_q = questions[start:start + batch_size]
-            chunk_i = list(images[start:start + batch_size])
-            prompts = [processor.apply_chat_template([user_message(q, image_first=image_first)],
+            chunk_i = [load_image(image) for image in images[start:start + batch_size]]
+            prompts = [processor.apply_chat_template([user_message(q, image_first=image_first)],  # refuses blank questions
                                                      add_generation_prompt=True) for q in chunk_q]
             inputs = processor(images=chunk_i, text=prompts, return_tensors="pt", padding=True)
             inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
