@@ -214,10 +214,7 @@ def main() -> int:
     print(f"[data] {len(scenes)} scenes, {len(records)} instruction records ({len(rejected)} rejected)", flush=True)
 
     # The tokenizer learns its merges from every kind of text the model will read.
-    corpus = [s.caption for s in scenes] + [f"{q} {a}" for s in scenes[:3000] for q, a in s.qa]
-    corpus += [t["value"] for r in records for t in r["conversations"]]
-    corpus += [llava.SHORT_ANSWER, llava.CAPTION_PROMPT, "USER: ASSISTANT:", "in the image?"] * 50
-    tokenizer = llava.build_tokenizer(corpus)
+    tokenizer = llava.build_tokenizer(llava.tokenizer_corpus(scenes, records))
 
     clip = CLIPModel.from_pretrained(zoo.path("clip", mode="tiny"), dtype=torch.float32)
     image_processor = AutoImageProcessor.from_pretrained(zoo.path("clip", mode="tiny"))
@@ -231,7 +228,7 @@ def main() -> int:
     saved = args.checkpoints / "after_warmup.pt" if args.checkpoints else None
     resumed = saved is not None and saved.exists()
     if resumed:  # the patch lesson, text pretraining, stage 1 and the warm-up were done before
-        state = torch.load(saved, weights_only=False)
+        state = torch.load(saved, weights_only=True)
         model.load_state_dict(state["model"])
         after_stage1, lesson, before, after = state["after_stage1"], state["lesson"], state["before"], state["after"]
         counts = state["counts"]
@@ -343,8 +340,8 @@ def main() -> int:
         return batch
 
     # Each phase ends when it has learned its lesson on held-out scenes (teacher-forced answers).
-    check_scenes = ShapesWorld(300, seed=28, split="test").scenes
-    check_pixels = ShapesWorld(300, seed=28, split="test").images() * 2 - 1
+    check_world = ShapesWorld(300, seed=28, split="test")
+    check_scenes, check_pixels = check_world.scenes, check_world.images() * 2 - 1
 
     def gate(kind: str | None, target: float):
         batch = compact_examples(check_scenes, random.Random(f"gate/{kind}"), 400, kind)
@@ -380,7 +377,7 @@ def main() -> int:
     kinds = ("count", "colour", "shape", "size", "exists", "relation")
     focus_saved = args.checkpoints / "after_focus.pt" if args.checkpoints else None
     if args.focus_steps and focus_saved is not None and focus_saved.exists():
-        state = torch.load(focus_saved, weights_only=False)
+        state = torch.load(focus_saved, weights_only=True)
         model.load_state_dict(state["model"])
         timings.update(state["timings"])
         STEPS_TAKEN.update(state["steps_taken"])

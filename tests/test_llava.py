@@ -23,10 +23,7 @@ def tiny():
 
     scenes = ShapesWorld(200, seed=1, split="train").scenes
     records, _ = generate_dataset([ImageContext.from_scene(s) for s in scenes[:50]], seed=0)
-    corpus = [s.caption for s in scenes] + [f"{q} {a}" for s in scenes for q, a in s.qa]
-    corpus += [t["value"] for r in records for t in r["conversations"]]
-    corpus += [llava.SHORT_ANSWER, llava.CAPTION_PROMPT, "USER: ASSISTANT:", "in the image?"] * 5
-    tokenizer = llava.build_tokenizer(corpus)
+    tokenizer = llava.build_tokenizer(llava.tokenizer_corpus(scenes, records, repeats=5))
     clip_dir = zoo.path("clip", mode="tiny")
     vision = CLIPVisionConfig.from_pretrained(clip_dir)
     config = llava.tiny_llava_config(vision, vocab_size=len(tokenizer))
@@ -242,3 +239,13 @@ def test_colour_left_of_program() -> None:
         assert llava.colour_left_of(ScriptedTools(s), None, "square") == expected
         checked += 1
     assert checked > 40
+
+
+def test_tokenizer_corpus_holds_captions_questions_records_and_prompts() -> None:
+    scenes = ShapesWorld(4, seed=2, split="train").scenes
+    records, _ = generate_dataset([ImageContext.from_scene(s) for s in scenes], seed=0)
+    corpus = llava.tokenizer_corpus(scenes, records, qa_scenes=1, repeats=2)
+    assert corpus[:4] == [s.caption for s in scenes]
+    assert corpus[4:4 + len(scenes[0].qa)] == [f"{q} {a}" for q, a in scenes[0].qa]
+    assert corpus.count(llava.SHORT_ANSWER) == 2 and corpus.count("USER: ASSISTANT:") == 2
+    assert records[0]["conversations"][-1]["value"] in corpus

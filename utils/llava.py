@@ -130,6 +130,19 @@ TINY_TEXT = dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, nu
                  num_key_value_heads=4, max_position_embeddings=512, rms_norm_eps=1e-5, tie_word_embeddings=True)
 
 
+def tokenizer_corpus(scenes: Sequence[Scene], records: Sequence[Mapping[str, Any]], *, qa_scenes: int = 3000,
+                     repeats: int = 50) -> list[str]:
+    """Every kind of text a ShapesWorld LLaVA reads, for :func:`build_tokenizer` to learn its merges from.
+
+    Captions of ``scenes``, the questions and answers of the first ``qa_scenes`` of them, every turn
+    of the instruction ``records``, and the fixed prompt words repeated ``repeats`` times.
+    """
+    corpus = [s.caption for s in scenes] + [f"{q} {a}" for s in scenes[:qa_scenes] for q, a in s.qa]
+    corpus += [t["value"] for r in records for t in r["conversations"]]
+    corpus += [SHORT_ANSWER, CAPTION_PROMPT, "USER: ASSISTANT:", "in the image?"] * repeats
+    return corpus
+
+
 def build_tokenizer(texts: Iterable[str], vocab_size: int = 1024):
     """A GPT-2-style byte-level BPE trained on ``texts``, with the special tokens of :data:`SPECIAL_TOKENS`.
 
