@@ -73,6 +73,18 @@ def test_loss_is_small_for_perfect_logits_and_large_for_wrong_ones() -> None:
     assert patches.vision_pretraining_loss(wrong, targets) > 50
 
 
+def test_relation_weight_scales_only_the_relation_term() -> None:
+    scenes = ShapesWorld(4, seed=1).scenes
+    targets = patches.stack_vision_targets(scenes, 4)
+    torch.manual_seed(0)
+    logits = {"pair": torch.randn(4, 16, 16), "size": torch.randn(4, 16, 3), "relation": torch.randn(4, 16, 3, 5),
+              "present": torch.randn(4, 16, 15)}
+    relation = torch.nn.functional.cross_entropy(logits["relation"].flatten(0, 2), targets["relation"].flatten())
+    base = patches.vision_pretraining_loss(logits, targets)
+    assert torch.allclose(patches.vision_pretraining_loss(logits, targets, relation_weight=3.0), base + 2 * relation)
+    assert torch.allclose(patches.vision_pretraining_loss(logits, targets, relation_weight=0.0), base - relation)
+
+
 def test_the_lesson_trains_the_tower_and_the_probe_reads_it() -> None:
     world = ShapesWorld(64, seed=3, image_size=32)
     tower = tiny_tower()

@@ -113,13 +113,18 @@ class VisionPretrainingHead(nn.Module):
         }
 
 
-def vision_pretraining_loss(logits: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Sum of the four losses: cross-entropy for pair, size and relation; binary cross-entropy for present."""
+def vision_pretraining_loss(logits: dict[str, torch.Tensor], targets: dict[str, torch.Tensor],
+                            relation_weight: float = 1.0) -> torch.Tensor:
+    """Sum of the four losses: cross-entropy for pair, size and relation; binary cross-entropy for present.
+
+    Most relation targets are "none" (background patches, shapes that are absent), which are easy;
+    ``relation_weight`` scales the relation term so that the few defined ones are not drowned out.
+    """
     pair = F.cross_entropy(logits["pair"].flatten(0, 1), targets["pair"].flatten())
     size = F.cross_entropy(logits["size"].flatten(0, 1), targets["size"].flatten())
     rel = F.cross_entropy(logits["relation"].flatten(0, 2), targets["relation"].flatten())
     present = targets["present"].unsqueeze(1).expand_as(logits["present"])
-    return pair + size + rel + F.binary_cross_entropy_with_logits(logits["present"], present)
+    return pair + size + relation_weight * rel + F.binary_cross_entropy_with_logits(logits["present"], present)
 
 
 def patch_features(vision_model: nn.Module, pixel_values: torch.Tensor, layer: int = -2,
@@ -139,11 +144,12 @@ def patch_features(vision_model: nn.Module, pixel_values: torch.Tensor, layer: i
 
 def pretrain_vision(vision_model: nn.Module, pixel_values: torch.Tensor, scenes: Sequence[Scene], *,
                     steps: int = 3000, batch_size: int = 64, lr: float = 1e-3, layer: int = -2,
-                    seed: int = 0, log_every: int = 500) -> VisionPretrainingHead:
+                    seed: int = 0, log_every: int = 500, relation_weight: float = 1.0) -> VisionPretrainingHead:
     """Train ``vision_model`` (a CLIPVisionModel) and a fresh head on the dense targets; returns the head.
 
     ``pixel_values`` are the processor's (normalised) pixels of ``scenes``. AdamW with a short
-    warm-up and a cosine decay; the loss is logged every ``log_every`` steps.
+    warm-up and a cosine decay; the loss is logged every ``log_every`` steps. ``relation_weight``
+    scales the relation term of :func:`vision_pretraining_loss`.
     """
     if len(pixel_values) != len(scenes):
         raise ValueError(f"{len(pixel_values)} images but {len(scenes)} scenes: pass one scene per image")
@@ -161,7 +167,7 @@ def pretrain_vision(vision_model: nn.Module, pixel_values: torch.Tensor, scenes:
     for step in range(steps):
         index = torch.randint(len(pixel_values), (batch_size,), generator=generator)
         logits = head(patch_features(vision_model, pixel_values[index], layer))
-        loss = vision_pretraining_loss(logits, {k: v[index] for k, v in targets.items()})
+        loss = vision_pretraining_loss(logits, {k: v[index] for k, v in targets.items()}, relation_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
