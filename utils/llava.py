@@ -126,7 +126,7 @@ def mask_labels(input_ids: torch.Tensor, marker: Sequence[int], eos_id: int) -> 
 
 
 # --- the tiny model -------------------------------------------------------------------------------
-TINY_TEXT = dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4,
+TINY_TEXT = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=6, num_attention_heads=4,
                  num_key_value_heads=4, max_position_embeddings=512, rms_norm_eps=1e-5, tie_word_embeddings=True)
 
 

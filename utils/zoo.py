@@ -216,3 +216,17 @@ register(
         needs=("clip", "vit"),  # its text encoder is the tiny CLIP's; the tiny ViT judges its samples
     )
 )
+
+register(
+    ZooEntry(
+        name="llava",
+        hub_id="llava-hf/llava-1.5-7b-hf",
+        revision="b234b804b114d9e37bb655e11cbbb5f5e971b7a9",
+        folder="llava-tiny",
+        rebuild="python scripts/train_llava.py",
+        description="LLaVA-1.5: CLIP ViT-L/14-336 + Vicuna-7B, or a 3-block CLIP tower + 6-block Llama-style LM "
+                    "instruction-tuned on ShapesWorld",
+        allow_patterns=("*.json", "*.safetensors", "tokenizer.model", "*.jinja"),
+        needs=("clip",),  # its vision tower starts from the tiny CLIP's
+    )
+)
