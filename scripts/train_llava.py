@@ -210,7 +210,7 @@ def main() -> int:
                              "steps, until every kind reaches --focus-gate (0: none)")
     parser.add_argument("--focus-gate", type=float, default=0.85)
     parser.add_argument("--checkpoints", type=Path, default=None,
-                        help="keep the weights after stage 1 and after the warm-up here, and resume from them")
+                        help="keep the weights after the warm-up and after the focus phase here, and resume from them")
     parser.add_argument("--layers", type=int, default=llava.TINY_TEXT["num_hidden_layers"],
                         help="transformer blocks of the language model")
     parser.add_argument("--ffn", type=int, default=llava.TINY_TEXT["intermediate_size"],
@@ -221,7 +221,7 @@ def main() -> int:
                         help="share of stage-2 batches that are compact questions (all kinds, half object-last)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--image-after-question", action="store_true",
-                        help="put the image after the first question instead of before it (LLaVA-1.5's layout)")
+                        help="put the image after the first question instead of before it, where LLaVA-1.5 puts it")
     parser.add_argument("--force", action="store_true", help="save even below the targets")
     args = parser.parse_args()
     args.image_first = not args.image_after_question
