@@ -1,0 +1,130 @@
+"""utils/blip2.py: scene notes, the tiny configuration, tokenizer and processor, and the scores."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from utils import blip2
+from utils.shapes import SHAPES, ShapesWorld, make_scene
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    return ShapesWorld(200, seed=3, split="train").scenes
+
+
+@pytest.fixture(scope="module")
+def tokenizer(scenes):
+    return blip2.build_tokenizer(blip2.tokenizer_corpus(scenes))
+
+
+def test_notes_have_fixed_slots(scenes) -> None:
+    for scene in scenes:
+        words = blip2.scene_notes(scene)
+        assert len(words) == blip2.NUM_QUERY_TOKENS
+        objects = scene.objects  # left to right, as in the caption
+        for k in range(3):  # shape size colour relation-to-the-next
+            group = words[4 * k:4 * k + 4]
+            if k < len(objects):
+                o = objects[k]
+                assert group[:3] == [o.shape, o.size, o.colour]
+                after = dict(scene.qa).get(f"Where is the {o.shape} relative to the {objects[k + 1].shape}?") \
+                    if k + 1 < len(objects) else "."
+                assert group[3] == after
+            else:
+                assert group == ["none", "none", "none", "."]
+        pairs = words[12:30]
+        for k, (a, b) in enumerate(blip2.PAIRS):  # a b relation-of-a-to-b
+            assert pairs[3 * k:3 * k + 2] == [a, b]
+            answer = dict(scene.qa).get(f"Where is the {a} relative to the {b}?", "none")
+            assert pairs[3 * k + 2] == answer
+        assert words[30:] == [".", "."]
+
+
+def test_notes_refuse_too_few_slots() -> None:
+    with pytest.raises(ValueError, match="slots"):
+        blip2.scene_notes(make_scene(0), slots=20)
+
+
+def test_every_note_word_is_one_token_and_the_tokenizer_adds_bos(tokenizer, scenes) -> None:
+    ids = blip2.note_ids(tokenizer, blip2.scene_notes(scenes[0]))
+    assert len(ids) == blip2.NUM_QUERY_TOKENS
+    assert tokenizer.convert_ids_to_tokens(ids[:2]) == ["Ġ" + w for w in blip2.scene_notes(scenes[0])[:2]]
+    encoded = tokenizer("a red circle")["input_ids"]
+    assert encoded[0] == tokenizer.bos_token_id == blip2.SPECIAL_TOKENS.index(blip2.BOS)
+    with pytest.raises(ValueError, match="one each"):
+        blip2.note_ids(tokenizer, ["quadrilateral"])
+
+
+def test_processor_puts_the_image_slots_before_bos(tokenizer) -> None:
+    processor = blip2.build_processor(tokenizer)
+    out = processor(images=make_scene(2).render(), text="Question: What colour is the circle? Answer:",
+                    return_tensors="pt")
+    ids = out["input_ids"][0].tolist()
+    Q = blip2.NUM_QUERY_TOKENS
+    assert ids[:Q] == [blip2.SPECIAL_TOKENS.index(blip2.IMAGE_TOKEN)] * Q
+    assert ids[Q] == tokenizer.bos_token_id
+    assert tokenizer.decode(ids[Q + 1:]) == "Question: What colour is the circle? Answer:"
+    pixels = out["pixel_values"]
+    assert pixels.shape == (1, 3, 64, 64)
+    expected = make_scene(2).to_tensor() * 2 - 1  # (x - 0.5) / 0.5, no resampling at 64 x 64
+    assert torch.allclose(pixels[0], expected, atol=1e-5)
+
+
+def test_tiny_config_builds_a_blip2_with_a_llama_lm(tokenizer) -> None:
+    from transformers import Blip2ForConditionalGeneration, CLIPVisionConfig
+
+    vision = CLIPVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
+                              image_size=64, patch_size=8)
+    config = blip2.tiny_blip2_config(vision, vocab_size=len(tokenizer))
+    assert config.text_config.model_type == "llama"
+    assert config.qformer_config.encoder_hidden_size == 64 and config.num_query_tokens == 32
+    model = Blip2ForConditionalGeneration(config).eval()
+    pixels = torch.zeros(2, 3, 64, 64)
+    prompts = blip2.soft_prompts(model, pixels)
+    assert prompts.shape == (2, 32, config.text_config.hidden_size)
+
+
+def test_vision_from_clip_copies_every_weight() -> None:
+    from transformers import Blip2VisionConfig, Blip2VisionModel, CLIPVisionConfig, CLIPVisionModel
+
+    torch.manual_seed(0)
+    clip = CLIPVisionModel(CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                            num_attention_heads=4, image_size=32, patch_size=8))
+    ours = Blip2VisionModel(Blip2VisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                              num_attention_heads=4, image_size=32, patch_size=8, qkv_bias=True))
+    src = clip.state_dict()  # CLIPVisionModel keeps its tower under "vision_model."
+    src = {k.removeprefix("vision_model."): v for k, v in src.items()}
+    blip2.vision_from_clip(ours, src)
+    layer = ours.encoder.layers[1]
+    assert torch.equal(layer.self_attn.qkv.weight[32:64], src["encoder.layers.1.self_attn.k_proj.weight"])
+    assert torch.equal(layer.mlp.fc2.bias, src["encoder.layers.1.mlp.fc2.bias"])
+    assert torch.equal(ours.embeddings.position_embedding[0], src["embeddings.position_embedding.weight"])
+
+
+def test_blip2_opt_2_7b_has_3_7_billion_parameters() -> None:
+    from transformers import Blip2ForConditionalGeneration
+
+    with torch.device("meta"):
+        big = Blip2ForConditionalGeneration(blip2.blip2_opt_2_7b_config())
+    total = sum(p.numel() for p in big.parameters())
+    bridge = sum(p.numel() for p in big.qformer.parameters()) + sum(p.numel() for p in big.language_projection.parameters())
+    assert 3.7e9 < total < 3.8e9
+    assert 0.02 < bridge / total < 0.04
+
+
+def test_caption_score_compares_content_words_in_order() -> None:
+    assert blip2.content_words("a large red circle, a small blue square and a green triangle") == [
+        "large", "red", "circle", "small", "blue", "square", "green", "triangle"]
+    assert blip2.caption_score("a large red circle", "a large red circle") == (3, 3)
+    assert blip2.caption_score("a large red circle", "a small red circle to the left of a square") == (2, 5)
+    assert blip2.caption_score("a large red circle", "") == (0, 3)
+
+
+def test_qa_kind_names_each_kind_and_rejects_others() -> None:
+    kinds = {blip2.qa_kind(q) for s in ShapesWorld(20, seed=1).scenes for q, _ in s.qa}
+    assert kinds == {"count", "colour", "shape", "size", "exists", "relation"}
+    assert blip2.qa_kind("Is there a red circle?") == "exists"
+    with pytest.raises(ValueError, match="not a ShapesWorld question"):
+        blip2.qa_kind("Why is the sky blue?")

@@ -1,0 +1,293 @@
+"""The tiny ShapesWorld BLIP-2 of chapter 3: its configuration, tokenizer, processor, notes and scores.
+
+The model is a real ``Blip2ForConditionalGeneration``: a frozen 3-block vision encoder (the tiny
+CLIP's image tower, converted to BLIP's ViT layout), a frozen 6-block Llama-style language model
+pretrained on ShapesWorld text, and between them a trained Q-Former with 32 query tokens and a
+linear projection. ``scripts/train_blip2.py`` trains it; the chapter loads it with
+``from_pretrained`` and talks to it through ``Blip2Processor`` and ``generate``.
+
+**Scene notes.** A frozen LLM can only use soft prompts that look like something it has read. A
+real LLM has read the web; ours has read, before every ShapesWorld question or caption, a fixed
+32-word *note* of the scene (:func:`scene_notes`)::
+
+    circle large red left square small blue . none none none . circle square left circle triangle none ...
+
+one group per object, left to right (``shape size colour`` and where it lies relative to the next
+object), ``none none none .`` for each missing one, then one group per ordered pair of shapes
+(``a b relation``: where ``a`` is relative to ``b``), padded with "." to the number of query
+tokens. Training the Q-Former, the soft prompt of query ``k`` is pulled towards the LM's
+embedding of note word ``k`` as well as trained through the LM's loss: the notes are the
+"language the frozen LLM already speaks", here made explicit.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Iterable, Sequence
+
+import torch
+
+from utils.shapes import COLOURS, RELATION_WORD, SHAPES, SIZES, Scene, relation
+
+NUM_QUERY_TOKENS = 32
+PAIRS: tuple[tuple[str, str], ...] = tuple(itertools.permutations(SHAPES, 2))  # ordered: (circle, square), ...
+NONE = "none"
+STOP = "."
+IMAGE_TOKEN = "<image>"
+BOS, EOS, PAD, UNK = "<s>", "</s>", "<pad>", "<unk>"
+SPECIAL_TOKENS = (BOS, EOS, PAD, UNK, IMAGE_TOKEN)  # ids 0..4, in this order
+IGNORE_INDEX = -100
+# The language model: Llama-style blocks (RMSNorm, rotary positions, SwiGLU MLP), as in the
+# Vicuna/LLaMA LMs of InstructBLIP; 128 positions hold 32 query tokens, a prompt and an answer.
+TINY_TEXT = dict(hidden_size=128, intermediate_size=512, num_hidden_layers=6, num_attention_heads=4,
+                 num_key_value_heads=4, max_position_embeddings=128, rms_norm_eps=1e-5, tie_word_embeddings=True)
+TINY_QFORMER = dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=384,
+                    cross_attention_frequency=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+CONTENT_WORDS = frozenset(COLOURS) | frozenset(SHAPES) | frozenset(SIZES) | {"left", "right", "above", "below"}
+
+
+def note_vocabulary() -> list[str]:
+    """Every word a note can hold; each must be one token of the tokenizer."""
+    return [*SHAPES, *SIZES, *COLOURS, *RELATION_WORD.values(), NONE, STOP]
+
+
+def scene_notes(scene: Scene, slots: int = NUM_QUERY_TOKENS) -> list[str]:
+    """The scene's note: exactly ``slots`` words (see the module docstring).
+
+    One group per object, left to right as in the caption -- ``shape size colour`` and the
+    relation word to the next object (``.`` for the last) -- and ``none none none .`` for each
+    missing object; then one ``a b relation`` group per ordered pair of shapes (where ``a`` is
+    relative to ``b``, ``none`` if either is absent); then "." up to ``slots``.
+    """
+    objects = scene.objects
+    words: list[str] = []
+    for k in range(len(SHAPES)):
+        if k < len(objects):
+            o = objects[k]
+            after = RELATION_WORD[relation(o, objects[k + 1])] if k + 1 < len(objects) else STOP
+            words += [o.shape, o.size, o.colour, after]
+        else:
+            words += [NONE, NONE, NONE, STOP]
+    by_shape = {o.shape: o for o in objects}
+    for a, b in PAIRS:
+        both = a in by_shape and b in by_shape
+        words += [a, b, RELATION_WORD[relation(by_shape[a], by_shape[b])] if both else NONE]
+    if len(words) > slots:
+        raise ValueError(f"a note has {len(words)} words but only {slots} slots")
+    return words + [STOP] * (slots - len(words))
+
+
+def note_ids(tokenizer: Any, words: Sequence[str]) -> list[int]:
+    """Token ids of note words, one token per word (each read with a leading space: ``Ġred``)."""
+    ids = []
+    for w in words:
+        piece = tokenizer(" " + w, add_special_tokens=False)["input_ids"]
+        if len(piece) != 1:
+            raise ValueError(f"the note word {w!r} is {len(piece)} tokens for this tokenizer; notes need one each")
+        ids.append(piece[0])
+    return ids
+
+
+def build_tokenizer(texts: Iterable[str], vocab_size: int = 1024):
+    """A GPT-2-style byte-level BPE (``Ġ`` marks a word start) that puts ``<s>`` before every text, as OPT's does."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE(unk_token=UNK))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tokenizer.train_from_iterator(texts, trainer)
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A $B", special_tokens=[(BOS, SPECIAL_TOKENS.index(BOS))])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=BOS, eos_token=EOS, pad_token=PAD,
+                                   unk_token=UNK)  # Blip2Processor registers <image> (id 4) itself
+    note_ids(fast, note_vocabulary())  # fails early if a note word is split
+    return fast
+
+
+def tokenizer_corpus(scenes: Sequence[Scene], repeats: int = 20) -> list[str]:
+    """Captions, questions with answers, chat prompts and notes: the text the tiny BLIP-2 reads."""
+    corpus = [s.caption for s in scenes]
+    corpus += [f"Question: {q} Answer: {a}." for s in scenes[:3000] for q, a in s.qa]
+    corpus += [" ".join(scene_notes(s)) for s in scenes[:3000]]
+    corpus += [" " + " ".join(note_vocabulary())] * repeats
+    return corpus
+
+
+def tiny_blip2_config(vision_config: Any, vocab_size: int, **text_overrides: Any):
+    """Blip2Config: a BLIP ViT shaped like the tiny CLIP tower, a 4-layer Q-Former, a Llama-style LM."""
+    from transformers import Blip2Config, Blip2QFormerConfig, Blip2VisionConfig, LlamaConfig
+
+    v = vision_config
+    vision = Blip2VisionConfig(hidden_size=v.hidden_size, intermediate_size=v.intermediate_size,
+                               num_hidden_layers=v.num_hidden_layers, num_attention_heads=v.num_attention_heads,
+                               image_size=v.image_size, patch_size=v.patch_size, qkv_bias=True,
+                               layer_norm_eps=v.layer_norm_eps, hidden_act=v.hidden_act)
+    qformer = Blip2QFormerConfig(vocab_size=vocab_size, encoder_hidden_size=v.hidden_size, **TINY_QFORMER)
+    text = LlamaConfig(vocab_size=vocab_size, bos_token_id=SPECIAL_TOKENS.index(BOS),
+                       eos_token_id=SPECIAL_TOKENS.index(EOS), pad_token_id=SPECIAL_TOKENS.index(PAD),
+                       **{**TINY_TEXT, **text_overrides})
+    return Blip2Config(vision_config=vision, qformer_config=qformer, text_config=text,
+                       num_query_tokens=NUM_QUERY_TOKENS, image_token_index=SPECIAL_TOKENS.index(IMAGE_TOKEN))
+
+
+@torch.no_grad()
+def vision_from_clip(vision_model: Any, clip_vision_state: dict[str, torch.Tensor]) -> None:
+    """Copy a CLIP image tower into a BLIP-2 vision model of the same shape (fused qkv, no pre-LayerNorm).
+
+    BLIP's ViT has no LayerNorm before the first block, so the copy is a starting point to train
+    further, not the same function.
+    """
+    src = clip_vision_state
+    vm = vision_model
+    vm.embeddings.patch_embedding.weight.copy_(src["embeddings.patch_embedding.weight"])
+    vm.embeddings.patch_embedding.bias.zero_()
+    vm.embeddings.class_embedding.copy_(src["embeddings.class_embedding"].view(1, 1, -1))
+    vm.embeddings.position_embedding.copy_(src["embeddings.position_embedding.weight"].unsqueeze(0))
+    for i, layer in enumerate(vm.encoder.layers):
+        pre = f"encoder.layers.{i}."
+        layer.self_attn.qkv.weight.copy_(torch.cat([src[pre + f"self_attn.{n}_proj.weight"] for n in "qkv"]))
+        layer.self_attn.qkv.bias.copy_(torch.cat([src[pre + f"self_attn.{n}_proj.bias"] for n in "qkv"]))
+        layer.self_attn.projection.weight.copy_(src[pre + "self_attn.out_proj.weight"])
+        layer.self_attn.projection.bias.copy_(src[pre + "self_attn.out_proj.bias"])
+        for name in ("layer_norm1", "layer_norm2", "mlp.fc1", "mlp.fc2"):
+            module = layer.get_submodule(name)
+            module.weight.copy_(src[pre + name + ".weight"])
+            module.bias.copy_(src[pre + name + ".bias"])
+    vm.post_layernorm.weight.copy_(src["post_layernorm.weight"])
+    vm.post_layernorm.bias.copy_(src["post_layernorm.bias"])
+
+
+def image_processor(image_size: int = 64):
+    """BLIP's image processor for the tiny model: RGB, squashed to ``image_size`` square, scaled to [-1, 1]."""
+    from transformers import BlipImageProcessor
+
+    return BlipImageProcessor(size={"height": image_size, "width": image_size}, image_mean=[0.5] * 3,
+                              image_std=[0.5] * 3, do_convert_rgb=True)
+
+
+def build_processor(tokenizer: Any, image_size: int = 64):
+    """Blip2Processor that puts the 32 ``<image>`` tokens before ``<s>`` and the prompt."""
+    from transformers import Blip2Processor
+
+    return Blip2Processor(image_processor=image_processor(image_size), tokenizer=tokenizer,
+                          num_query_tokens=NUM_QUERY_TOKENS)
+
+
+def soft_prompts(model: Any, pixel_values: torch.Tensor) -> torch.Tensor:
+    """Image -> frozen ViT -> Q-Former (queries cross-attend to the patches) -> projection: (B, Q, LM width)."""
+    image_embeds = model.vision_model(pixel_values=pixel_values).last_hidden_state
+    return queries_to_prompts(model, image_embeds)
+
+
+def queries_to_prompts(model: Any, image_embeds: torch.Tensor) -> torch.Tensor:
+    """The trainable part: query tokens through the Q-Former over ``image_embeds``, then the linear projection."""
+    queries = model.query_tokens.expand(image_embeds.shape[0], -1, -1)
+    mask = torch.ones(image_embeds.shape[:2], dtype=torch.long, device=image_embeds.device)
+    out = model.qformer(query_embeds=queries, encoder_hidden_states=image_embeds, encoder_attention_mask=mask)
+    return model.language_projection(out.last_hidden_state)
+
+
+@torch.no_grad()
+def nearest_words(model: Any, tokenizer: Any, prompts: torch.Tensor) -> list[list[str]]:
+    """For each soft prompt vector, the vocabulary word whose LM input embedding is closest (cosine)."""
+    table = model.get_input_embeddings().weight.float()
+    table = table / table.norm(dim=-1, keepdim=True)
+    p = prompts.float() / prompts.float().norm(dim=-1, keepdim=True)
+    ids = (p @ table.T).argmax(-1)
+    return [[tokenizer.convert_ids_to_tokens(int(i)).lstrip("Ġ") for i in row] for row in ids]
+
+
+def content_words(text: str) -> list[str]:
+    """The words a caption is scored on: colours, shapes, sizes and relation words, in order."""
+    return [w for w in text.replace(",", " ").replace(".", " ").split() if w in CONTENT_WORDS]
+
+
+def caption_score(truth: str, predicted: str) -> tuple[int, int]:
+    """(content words right, content words compared): position by position, over the longer list."""
+    t, p = content_words(truth), content_words(predicted)
+    return sum(a == b for a, b in zip(t, p)), max(len(t), len(p), 1)
+
+
+def _generate(model: Any, processor: Any, images: Sequence[Any], prompts: Sequence[str | None],
+              max_new_tokens: int, batch_size: int = 64) -> list[str]:
+    """Greedy answers for (image, prompt) pairs; prompts of equal token length share a batch."""
+    tokenizer = processor.tokenizer
+    lengths = [len(tokenizer(p or "")["input_ids"]) for p in prompts]
+    answers: list[str | None] = [None] * len(prompts)
+    for length in sorted(set(lengths)):
+        group = [i for i, n in enumerate(lengths) if n == length]
+        for start in range(0, len(group), batch_size):
+            chunk = group[start:start + batch_size]
+            inputs = processor(images=[images[i] for i in chunk], text=[prompts[i] or "" for i in chunk],
+                               return_tensors="pt")
+            inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+            with torch.no_grad():
+                out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                                     pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+            new = out[:, inputs["input_ids"].shape[1]:]
+            for i, row in zip(chunk, new):
+                answers[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
+    return answers  # type: ignore[return-value]
+
+
+def captions(model: Any, processor: Any, images: Sequence[Any], max_new_tokens: int = 24) -> list[str]:
+    """Greedy captions: the image alone, then ``<s>``, as ``generate`` starts when there is no prompt."""
+    return _generate(model, processor, images, [None] * len(images), max_new_tokens)
+
+
+def answers(model: Any, processor: Any, images: Sequence[Any], questions: Sequence[str],
+            max_new_tokens: int = 4) -> list[str]:
+    """Greedy one-word answers to "Question: {q} Answer:" prompts, one image per question."""
+    words = _generate(model, processor, images, [f"Question: {q} Answer:" for q in questions], max_new_tokens)
+    return [w.split()[0].strip(".,") if w.split() else "" for w in words]
+
+
+def qa_kind(question: str) -> str:
+    """count, colour, shape, size, exists or relation: the six ShapesWorld question kinds."""
+    for prefix, kind in (("How many", "count"), ("What colour", "colour"), ("What shape", "shape"),
+                         ("Is there", "exists"), ("Is the", "size"), ("Where is", "relation")):
+        if question.startswith(prefix):
+            return kind
+    raise ValueError(f"not a ShapesWorld question: {question!r}")
+
+
+def qa_accuracy(model: Any, processor: Any, scenes: Sequence[Scene]) -> dict[str, float]:
+    """Exact-match accuracy of the first answer word on every question of ``scenes``: overall and per kind."""
+    items = [(s, q, a) for s in scenes for q, a in s.qa]
+    got = answers(model, processor, [s.render() for s, _, _ in items], [q for _, q, _ in items])
+    right: dict[str, list[bool]] = {}
+    for (_, q, a), g in zip(items, got):
+        right.setdefault(qa_kind(q), []).append(g == a)
+    every = [ok for oks in right.values() for ok in oks]
+    return {"all": sum(every) / len(every), **{k: sum(v) / len(v) for k, v in right.items()}}
+
+
+def caption_accuracy(model: Any, processor: Any, scenes: Sequence[Scene]) -> dict[str, Any]:
+    """Content-word accuracy of greedy captions (see :func:`caption_score`) and the share of exact captions."""
+    got = captions(model, processor, [s.render() for s in scenes])
+    scores = [caption_score(s.caption, g) for s, g in zip(scenes, got)]
+    return {"words": sum(r for r, _ in scores) / sum(n for _, n in scores),
+            "exact": sum(s.caption == g for s, g in zip(scenes, got)) / len(scenes), "captions": got}
+
+
+def blip2_opt_2_7b_config():
+    """The configuration of ``Salesforce/blip2-opt-2.7b``, written out so it can be built offline (on ``meta``).
+
+    EVA ViT-g/14 at 224 pixels (39 blocks, width 1408), the BERT-base-sized Q-Former with 32
+    queries, OPT-2.7B (32 blocks, width 2560, 50,272 tokens); sizes from the model's config.json.
+    """
+    from transformers import Blip2Config, Blip2QFormerConfig, Blip2VisionConfig, OPTConfig
+
+    vision = Blip2VisionConfig(hidden_size=1408, intermediate_size=6144, num_hidden_layers=39, num_attention_heads=16,
+                               image_size=224, patch_size=14, qkv_bias=True, layer_norm_eps=1e-6)
+    qformer = Blip2QFormerConfig(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                                 intermediate_size=3072, cross_attention_frequency=2, encoder_hidden_size=1408,
+                                 vocab_size=30522)
+    text = OPTConfig(vocab_size=50272, hidden_size=2560, ffn_dim=10240, num_hidden_layers=32, num_attention_heads=32,
+                     max_position_embeddings=2048, word_embed_proj_dim=2560, bos_token_id=2, eos_token_id=50118,
+                     pad_token_id=1)
+    return Blip2Config(vision_config=vision, qformer_config=qformer, text_config=text, num_query_tokens=32,
+                       image_token_index=50265)
