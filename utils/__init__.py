@@ -2,7 +2,8 @@
 
 One module per topic: ``runtime`` (modes, device, seeds), ``zoo`` (model registry),
 ``images`` (loading photos), ``shapes`` (ShapesWorld), ``plotting``, ``checks`` (exercise
-checkers), and one per chapter (``vit``, ``clip``, ``qformer``, ``llava``, ``diffusion``).
+checkers), and the chapters' own (``vit``; ``clip``; ``qformer``, ``blip2``, ``chat``, ``bridges``;
+``llava``, ``instruct``, ``patches``; ``diffusion``).
 
 Shapes ledger -- the letters used in every shape comment:
     B batch             C channels          H, W image height, width
