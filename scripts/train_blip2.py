@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 import sys
 import time
@@ -52,7 +51,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from utils import blip2, patches, runtime, zoo  # noqa: E402
+from utils import blip2, patches, runtime, training, zoo  # noqa: E402
 from utils.chat import build_prompt  # noqa: E402
 from utils.shapes import ShapesWorld  # noqa: E402
 
@@ -75,12 +74,6 @@ def key_last(question: str) -> str:
     if question.startswith("What shape is the ") and question.endswith(" one?"):
         return f"What shape is {question[len('What shape is the '):-len(' one?')]}?"
     return question
-
-
-def schedule(optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    warmup = max(1, steps // 20)
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
 
 
 class Examples:
@@ -352,7 +345,7 @@ def main() -> int:
 
     embedding = lm.get_input_embeddings()
     optimizer = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=0.01)
-    lr_schedule = schedule(optimizer, args.steps)
+    lr_schedule = training.warmup_cosine_schedule(optimizer, args.steps)
     rng = random.Random("bridge")
     start = time.perf_counter()
     model.qformer.train()

@@ -58,7 +58,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import random
 import sys
 import time
@@ -69,7 +68,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from utils import llava, patches, runtime, zoo  # noqa: E402
+from utils import llava, patches, runtime, training, zoo  # noqa: E402
 from utils.instruct import ImageContext, generate_dataset, to_chat_messages  # noqa: E402
 from utils.shapes import ShapesWorld  # noqa: E402
 
@@ -106,12 +105,6 @@ def key_last(question: str) -> str:
     return question
 
 
-def schedule(optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    warmup = max(1, steps // 20)
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
-
-
 def train_steps(model, tokenizer, pixels, sample, *, steps: int, lr: float, batch_size: int, name: str,
                 image_tokens: int, log_every: int = 250, probe=None, probe_every: int = 1000,
                 gate=None, gate_every: int = 100) -> float:
@@ -128,7 +121,7 @@ def train_steps(model, tokenizer, pixels, sample, *, steps: int, lr: float, batc
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=0.0)
     if gate is None:
-        lr_schedule = schedule(optimizer, steps)
+        lr_schedule = training.warmup_cosine_schedule(optimizer, steps)
     else:
         lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 50))
     rng = random.Random(f"{name}/0")
@@ -291,7 +284,7 @@ def main() -> int:
                 p.requires_grad_(True)
             start = time.perf_counter()
             optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-3)
-            lr_schedule = schedule(optimizer, args.steps0)
+            lr_schedule = training.warmup_cosine_schedule(optimizer, args.steps0)
             rng = random.Random("text/0")
             model.train()
             for step in range(args.steps0):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from utils import blip2
-from utils.shapes import SHAPES, ShapesWorld, make_scene
+from utils.shapes import ShapesWorld, make_scene
 
 
 @pytest.fixture(scope="module")

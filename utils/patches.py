@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from utils.shapes import COLOURS, SHAPES, Scene, relation
+from utils.training import warmup_cosine_schedule
 
 PAIRS = [(c, s) for c in COLOURS for s in SHAPES]
 BACKGROUND_PAIR = len(PAIRS)  # class id of "no object here"
@@ -159,9 +160,7 @@ def pretrain_vision(vision_model: nn.Module, pixel_values: torch.Tensor, scenes:
     head = VisionPretrainingHead(config.hidden_size)
     parameters = list(vision_model.parameters()) + list(head.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=0.01)
-    warmup = max(1, steps // 20)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    schedule = warmup_cosine_schedule(optimizer, steps)
     generator = torch.Generator().manual_seed(seed)
     vision_model.train()
     for step in range(steps):
