@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from utils import blip2
-from utils.shapes import ShapesWorld, make_scene
+from utils.shapes import COLOURS, SHAPES, ShapesWorld, make_scene
 
 
 @pytest.fixture(scope="module")
@@ -23,23 +23,46 @@ def test_notes_have_fixed_slots(scenes) -> None:
     for scene in scenes:
         words = blip2.scene_notes(scene)
         assert len(words) == blip2.NUM_QUERY_TOKENS
+        answers = dict(scene.qa)
         objects = scene.objects  # left to right, as in the caption
-        for k in range(3):  # shape size colour relation-to-the-next
-            group = words[4 * k:4 * k + 4]
-            if k < len(objects):
-                o = objects[k]
-                assert group[:3] == [o.shape, o.size, o.colour]
-                after = dict(scene.qa).get(f"Where is the {o.shape} relative to the {objects[k + 1].shape}?") \
-                    if k + 1 < len(objects) else "."
-                assert group[3] == after
+        for k in range(3):  # shape size colour, with the relation word between neighbours
+            group = words[4 * k:4 * k + 3]
+            expected = [objects[k].shape, objects[k].size, objects[k].colour] if k < len(objects) else ["none"] * 3
+            assert group == expected
+            if k:
+                between = answers.get(f"Where is the {objects[k - 1].shape} relative to the {objects[k].shape}?") \
+                    if k < len(objects) else "none"
+                assert words[4 * k - 1] == between
+        by_shape = {o.shape: o for o in objects}
+        for k, shape in enumerate(SHAPES):
+            o = by_shape.get(shape)
+            assert words[blip2.BY_SHAPE + 3 * k:blip2.BY_SHAPE + 3 * k + 3] == \
+                ([shape, o.size, o.colour] if o else [shape, "none", "none"])
+        by_colour = {o.colour: o.shape for o in objects}
+        assert words[blip2.BY_COLOUR:blip2.BY_PAIR] == [by_colour.get(c, "none") for c in COLOURS]
+        for k, (a, b) in enumerate(blip2.PAIRS):
+            assert words[blip2.BY_PAIR + k] == answers.get(f"Where is the {a} relative to the {b}?", "none")
+        assert set(words[blip2.BY_PAIR + len(blip2.PAIRS):]) == {"."}
+
+
+def test_answer_slot_points_at_the_note_word_that_answers(scenes) -> None:
+    seen = set()
+    for scene in scenes:
+        words = blip2.scene_notes(scene)
+        for question, answer in scene.qa:
+            slot = blip2.answer_slot(question)
+            kind = blip2.qa_kind(question)
+            seen.add(kind)
+            if kind == "count":
+                assert slot is None
+            elif kind == "exists":  # "Is there a red circle?": yes exactly when the red slot says circle
+                shape = question.rstrip("?").split()[-1]
+                assert (words[slot] == shape) == (answer == "yes")
             else:
-                assert group == ["none", "none", "none", "."]
-        pairs = words[12:30]
-        for k, (a, b) in enumerate(blip2.PAIRS):  # a b relation-of-a-to-b
-            assert pairs[3 * k:3 * k + 2] == [a, b]
-            answer = dict(scene.qa).get(f"Where is the {a} relative to the {b}?", "none")
-            assert pairs[3 * k + 2] == answer
-        assert words[30:] == [".", "."]
+                assert words[slot] == answer
+    assert seen == {"count", "colour", "shape", "size", "exists", "relation"}
+    with pytest.raises(ValueError, match="not a ShapesWorld question"):
+        blip2.answer_slot("What is the meaning of life?")
 
 
 def test_notes_refuse_too_few_slots() -> None:

@@ -1,4 +1,4 @@
-"""The shipped tiny BLIP-2: it loads as on Colab, captions above chapter 3's target, and answers as recorded."""
+"""The shipped tiny BLIP-2: it loads as on Colab, and captions and answers above chapter 3's 80% targets."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def held_out():
 def test_shipped_checkpoint_is_small_and_records_its_recipe() -> None:
     assert zoo.own_size(TINY) <= 5 * 2**20
     recipe = json.loads((TINY / "training.json").read_text())
-    assert recipe["caption words"] >= 0.80
+    assert recipe["caption words"] >= 0.80 and recipe["qa"]["all"] >= 0.80
     assert recipe["trainable"] < recipe["total"]
     assert set(recipe["qa"]) == {"all", "count", "colour", "shape", "size", "exists", "relation"}
 
@@ -50,19 +50,40 @@ def test_captions_meet_the_target(tiny, held_out) -> None:
     assert scores["words"] >= 0.80, scores
 
 
-def test_answers_are_what_training_recorded_and_use_the_image(tiny, held_out) -> None:
-    """Chapter 3 reports the tiny model's answers honestly (below the 80% target, see the chapter):
-    a fresh load reproduces the recorded accuracy, and the image carries information the LM uses."""
+def test_answers_meet_the_target_and_use_the_image(tiny, held_out) -> None:
+    """A fresh load answers at least 80% of held-out questions, as training recorded, and the image
+    carries the information: on a blank picture the same questions fare far worse."""
     model, processor = tiny
     scores = blip2.qa_accuracy(model, processor, held_out)
     recipe = json.loads((TINY / "training.json").read_text())
+    assert scores["all"] >= 0.80, scores
     assert scores["all"] == pytest.approx(recipe["qa"]["all"], abs=0.01)
+    assert min(scores.values()) >= 0.80, scores  # every kind, not only the average
     blank = Image.new("RGB", (64, 64), BACKGROUND)
     items = [(q, a) for s in held_out for q, a in s.qa]
     blind = blip2.answers(model, processor, [blank] * len(items), [q for q, _ in items])
     blind_accuracy = sum(g == a for g, (_, a) in zip(blind, items)) / len(items)
-    assert scores["all"] >= blind_accuracy + 0.10, (scores, blind_accuracy)
-    assert scores["count"] >= 0.95 and scores["size"] >= 0.6
+    assert scores["all"] >= blind_accuracy + 0.30, (scores, blind_accuracy)
+
+
+def test_the_taught_block_looks_at_the_answer_slot(tiny, held_out) -> None:
+    """The LM's text pretraining taught one block to attend to the note slot holding the answer;
+    reading soft prompts instead of notes, it still looks there."""
+    model, processor = tiny
+    recipe = json.loads((TINY / "training.json").read_text())
+    layer, head = recipe["text"]["look layer"], recipe["text"]["look head"]
+    kind = model.language_model.config._attn_implementation
+    hits = []
+    for scene in held_out[:15]:
+        for question, _ in scene.qa:
+            slot = blip2.answer_slot(question)
+            if slot is not None:
+                weights = blip2.answer_attention(model, processor, scene.render(), question, layer, head)
+                assert weights.shape == (blip2.NUM_QUERY_TOKENS,)
+                hits.append(int(weights.argmax()) == slot)
+    assert len(hits) > 100
+    assert sum(hits) / len(hits) >= 0.9, sum(hits) / len(hits)
+    assert model.language_model.config._attn_implementation == kind  # switched back after looking
 
 
 def test_soft_prompts_read_as_the_scene_notes(tiny, held_out) -> None:

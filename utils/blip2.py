@@ -8,14 +8,18 @@ linear projection. ``scripts/train_blip2.py`` trains it; the chapter loads it wi
 
 **Scene notes.** A frozen LLM can only use soft prompts that look like something it has read. A
 real LLM has read the web; ours has read, before every ShapesWorld question or caption, a fixed
-32-word *note* of the scene (:func:`scene_notes`)::
+32-word *note* of the scene (:func:`scene_notes`), laid out as four small tables::
 
-    circle large red left square small blue . none none none . circle square left circle triangle none ...
+    triangle large blue above circle small yellow none none none none   <- left to right (captions)
+    circle small yellow  square none none  triangle large blue          <- by shape
+    none none triangle circle none                     <- by colour: red green blue yellow purple
+    none below none none above none .                  <- by ordered pair of shapes, then "."
 
-one group per object, left to right (``shape size colour`` and where it lies relative to the next
-object), ``none none none .`` for each missing one, then one group per ordered pair of shapes
-(``a b relation``: where ``a`` is relative to ``b``), padded with "." to the number of query
-tokens. Training the Q-Former, the soft prompt of query ``k`` is pulled towards the LM's
+Every question has its answer in one fixed slot (:func:`answer_slot`): counting from 0, the
+circle's colour is always in slot 13, the shape of the red one in slot 20. During its text
+pretraining the LM is shown where to look -- the heads of one block are trained to attend to that
+slot -- because left to find the slot on its own, the tiny LM got stuck answering about the
+leftmost object. Training the Q-Former, the soft prompt of query ``k`` is pulled towards the LM's
 embedding of note word ``k`` as well as trained through the LM's loss: the notes are the
 "language the frozen LLM already speaks", here made explicit.
 """
@@ -23,6 +27,7 @@ embedding of note word ``k`` as well as trained through the LM's loss: the notes
 from __future__ import annotations
 
 import itertools
+import re
 from typing import Any, Iterable, Sequence
 
 import torch
@@ -51,30 +56,65 @@ def note_vocabulary() -> list[str]:
     return [*SHAPES, *SIZES, *COLOURS, *RELATION_WORD.values(), NONE, STOP]
 
 
+# Where each table of the note starts (see scene_notes).
+BY_SHAPE = 4 * len(SHAPES) - 1
+BY_COLOUR = BY_SHAPE + 3 * len(SHAPES)
+BY_PAIR = BY_COLOUR + len(COLOURS)
+
+
 def scene_notes(scene: Scene, slots: int = NUM_QUERY_TOKENS) -> list[str]:
     """The scene's note: exactly ``slots`` words (see the module docstring).
 
-    One group per object, left to right as in the caption -- ``shape size colour`` and the
-    relation word to the next object (``.`` for the last) -- and ``none none none .`` for each
-    missing object; then one ``a b relation`` group per ordered pair of shapes (where ``a`` is
-    relative to ``b``, ``none`` if either is absent); then "." up to ``slots``.
+    1. Left to right, as in the caption: ``shape size colour`` per object with the relation word
+       between neighbours (where the left one is relative to the next); ``none`` where no object is.
+    2. By shape (circle, square, triangle): ``shape size colour``, ``shape none none`` if absent.
+    3. By colour (in ``COLOURS`` order): the shape of that colour, or ``none``.
+    4. By ordered pair of shapes (``PAIRS``): where ``a`` is relative to ``b``, or ``none``.
+
+    Then "." up to ``slots``.
     """
     objects = scene.objects
     words: list[str] = []
     for k in range(len(SHAPES)):
-        if k < len(objects):
-            o = objects[k]
-            after = RELATION_WORD[relation(o, objects[k + 1])] if k + 1 < len(objects) else STOP
-            words += [o.shape, o.size, o.colour, after]
-        else:
-            words += [NONE, NONE, NONE, STOP]
+        if k:
+            words.append(RELATION_WORD[relation(objects[k - 1], objects[k])] if k < len(objects) else NONE)
+        words += [objects[k].shape, objects[k].size, objects[k].colour] if k < len(objects) else [NONE] * 3
     by_shape = {o.shape: o for o in objects}
+    for shape in SHAPES:
+        o = by_shape.get(shape)
+        words += [shape, o.size, o.colour] if o else [shape, NONE, NONE]
+    by_colour = {o.colour: o.shape for o in objects}
+    words += [by_colour.get(colour, NONE) for colour in COLOURS]
     for a, b in PAIRS:
         both = a in by_shape and b in by_shape
-        words += [a, b, RELATION_WORD[relation(by_shape[a], by_shape[b])] if both else NONE]
+        words.append(RELATION_WORD[relation(by_shape[a], by_shape[b])] if both else NONE)
     if len(words) > slots:
         raise ValueError(f"a note has {len(words)} words but only {slots} slots")
     return words + [STOP] * (slots - len(words))
+
+
+_QUESTION_SLOTS = (  # (pattern, slot of the answer given the matched words)
+    (re.compile(r"What colour is the (\w+)\?"), lambda s: BY_SHAPE + 3 * SHAPES.index(s) + 2),
+    (re.compile(r"Is the (\w+) small or large\?"), lambda s: BY_SHAPE + 3 * SHAPES.index(s) + 1),
+    (re.compile(r"What shape is the (\w+) one\?"), lambda c: BY_COLOUR + list(COLOURS).index(c)),
+    (re.compile(r"Is there a (\w+) \w+\?"), lambda c: BY_COLOUR + list(COLOURS).index(c)),
+    (re.compile(r"Where is the (\w+) relative to the (\w+)\?"), lambda a, b: BY_PAIR + PAIRS.index((a, b))),
+)
+
+
+def answer_slot(question: str) -> int | None:
+    """The note slot that answers a ShapesWorld question (None for "How many shapes are there?").
+
+    For "Is there a red circle?" it is the red slot of the by-colour table: the answer is "yes"
+    exactly when that slot says "circle".
+    """
+    for pattern, slot in _QUESTION_SLOTS:
+        match = pattern.fullmatch(question)
+        if match:
+            return slot(*match.groups())
+    if question == "How many shapes are there?":
+        return None
+    raise ValueError(f"not a ShapesWorld question: {question!r}")
 
 
 def note_ids(tokenizer: Any, words: Sequence[str]) -> list[int]:
@@ -198,6 +238,29 @@ def nearest_words(model: Any, tokenizer: Any, prompts: torch.Tensor) -> list[lis
     p = prompts.float() / prompts.float().norm(dim=-1, keepdim=True)
     ids = (p @ table.T).argmax(-1)
     return [[tokenizer.convert_ids_to_tokens(int(i)).lstrip("Ġ") for i in row] for row in ids]
+
+
+@torch.no_grad()
+def answer_attention(model: Any, processor: Any, image: Any, question: str, layer: int, head: int) -> torch.Tensor:
+    """Where one LM attention head looks while the model is about to answer ``question``.
+
+    Returns the attention weights, shape (Q,), from the prompt's last position (the one that
+    predicts the answer word) onto the Q soft prompts; ``head=-1`` averages the block's heads.
+    """
+    inputs = processor(images=image, text=f"Question: {question} Answer:", return_tensors="pt")
+    lm = model.language_model
+    embeds = lm.get_input_embeddings()(inputs["input_ids"].to(model.device))
+    is_image = inputs["input_ids"][0] == model.config.image_token_index
+    embeds[:, is_image] = soft_prompts(model, inputs["pixel_values"].to(model.device, model.dtype)).to(embeds.dtype)
+    kind = lm.config._attn_implementation
+    lm.set_attn_implementation("eager")  # the fused kernels do not return their weights
+    try:
+        out = lm(inputs_embeds=embeds, attention_mask=inputs["attention_mask"].to(model.device), output_attentions=True)
+    finally:
+        lm.set_attn_implementation(kind)
+    weights = out.attentions[layer][0, :, -1].float()  # (heads, positions)
+    weights = weights.mean(0) if head < 0 else weights[head]
+    return weights[is_image].cpu()
 
 
 def content_words(text: str) -> list[str]:
