@@ -43,8 +43,9 @@ sys.path.insert(0, str(COURSE_ROOT))
 # pairs and GPU-years. BLIP-2 takes two models that already exist and stay **frozen** -- an image
 # encoder and a large language model -- and trains only a small bridge between them, the
 # **Q-Former**. This chapter builds that bridge from scratch, checks it against transformers,
-# trains a tiny BLIP-2 offline that captions scenes and answers questions about them -- and
-# shows where its tiny frozen LM falls short -- and puts a chat with memory on top of it.
+# trains a tiny BLIP-2 offline that captions scenes and answers questions about them, shows what
+# its tiny frozen LM had to be taught before any bridge could help, and puts a chat with memory
+# on top of it.
 #
 # **What you will learn**
 # - the recipe most multimodal LLMs share: frozen image encoder, frozen LLM, small trainable connector;
