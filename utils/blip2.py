@@ -247,20 +247,18 @@ def answer_attention(model: Any, processor: Any, image: Any, question: str, laye
     Returns the attention weights, shape (Q,), from the prompt's last position (the one that
     predicts the answer word) onto the Q soft prompts; ``head=-1`` averages the block's heads.
     """
-    inputs = processor(images=image, text=f"Question: {question} Answer:", return_tensors="pt")
+    inputs = processor(images=image, text=f"Question: {question} Answer:", return_tensors="pt").to(model.device)
+    inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
     lm = model.language_model
-    embeds = lm.get_input_embeddings()(inputs["input_ids"].to(model.device))
-    is_image = inputs["input_ids"][0] == model.config.image_token_index
-    embeds[:, is_image] = soft_prompts(model, inputs["pixel_values"].to(model.device, model.dtype)).to(embeds.dtype)
     kind = lm.config._attn_implementation
     lm.set_attn_implementation("eager")  # the fused kernels do not return their weights
     try:
-        out = lm(inputs_embeds=embeds, attention_mask=inputs["attention_mask"].to(model.device), output_attentions=True)
+        out = model(**inputs, output_attentions=True).language_model_outputs
     finally:
         lm.set_attn_implementation(kind)
     weights = out.attentions[layer][0, :, -1].float()  # (heads, positions)
     weights = weights.mean(0) if head < 0 else weights[head]
-    return weights[is_image].cpu()
+    return weights[inputs["input_ids"][0] == model.config.image_token_index].cpu()
 
 
 def content_words(text: str) -> list[str]:
