@@ -56,9 +56,9 @@ sys.path.insert(0, str(COURSE_ROOT))
 # ## Where am I running?
 #
 # The first import of `utils.runtime` decides the mode once. The report below is the first thing
-# to paste into a bug report.
+# to paste into a bug report; yours describes your machine, so it will differ from the one here.
 
-# %%
+# %% tags=["nbval-ignore-output"]
 from utils import runtime
 
 runtime.print_environment_report()

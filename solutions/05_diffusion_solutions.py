@@ -45,7 +45,7 @@ import math
 
 import torch
 
-from utils import checks
+from utils import checks, claims
 from utils.diffusion import NoiseSchedule
 
 # %% [markdown]
@@ -72,7 +72,8 @@ schedule = NoiseSchedule.linear()
 generator = torch.Generator().manual_seed(0)
 x0, eps = torch.randn((3, 3, 8, 8), generator=generator), torch.randn((3, 3, 8, 8), generator=generator)
 t = torch.tensor([0, 500, 999])
-print(f"largest difference from the library: {(q_sample(x0, t, eps, schedule.betas) - schedule.q_sample(x0, t, eps)).abs().max():.1e}")
+claims.close("q_sample vs NoiseSchedule.q_sample", q_sample(x0, t, eps, schedule.betas), schedule.q_sample(x0, t, eps), atol=1e-5)
+print("q_sample and the library agree to within 1e-5")
 
 # %% [markdown]
 # ## Exercise 5.2 -- the cosine schedule
@@ -90,10 +91,13 @@ def cosine_alpha_bars(T: int, s: float = 0.008) -> torch.Tensor:
 
 checks.check_cosine_alpha_bars(cosine_alpha_bars)
 
-# %%
+# %% tags=["nbval-ignore-output"]
 ours, library = cosine_alpha_bars(1000), NoiseSchedule.cosine().alpha_bars
-print(f"largest difference from the library over the first 999 steps: {(ours[:-1] - library[:-1]).abs().max():.1e}")
+claims.close("cosine_alpha_bars vs the library over the first 999 steps", ours[:-1], library[:-1], atol=1e-12)
+print("over the first 999 steps they agree with the library to within 1e-12")
 print(f"last step: {ours[-1]:.2e} here, {library[-1]:.2e} in the library (its last beta is clipped at 0.999)")
+claims.at_most("the last alpha_bar without clipping", ours[-1], 1e-30)
+claims.between("the library's last alpha_bar (its last beta clipped at 0.999)", library[-1], 2e-9, 3e-9)
 
 # %% [markdown]
 # ## Exercise 5.3 -- one reverse step
@@ -121,4 +125,6 @@ checks.check_posterior_mean(posterior_mean)
 x_t = schedule.q_sample(x0, 400, eps)
 x0_hat = schedule.predict_x0(x_t, 400, eps)
 mean, _ = schedule.posterior(x0_hat, x_t, 400)
-print(f"largest difference from NoiseSchedule.posterior: {(posterior_mean(x0_hat.double(), x_t.double(), 400, schedule.betas) - mean).abs().max():.1e}")
+claims.close("posterior_mean vs NoiseSchedule.posterior", posterior_mean(x0_hat.double(), x_t.double(), 400, schedule.betas), mean,
+             atol=1e-5)
+print("posterior_mean and NoiseSchedule.posterior agree to within 1e-5")
