@@ -102,3 +102,52 @@ def test_pins_are_generated_from_requirements() -> None:
 def test_ci_runs_the_readme_test_command() -> None:
     assert "make test" in (ROOT / "README.md").read_text()
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+# The stored-output rule (README): nbval compares only what every CPU reproduces.
+IGNORE = "nbval-ignore-output"
+# The digits of a round-off-sized number (1.4e-06) are float noise that changes with the processor.
+# Such a difference is stated as the bound it stays within, written without digits ("within 1e-05").
+ROUNDOFF = re.compile(r"\b\d\.\d+e-(?:0[5-9]|[1-9]\d)\b")
+# Cells whose output nbval ignores because it describes the machine, not a result: nothing to check.
+MACHINE_REPORTS = {"00_getting_started.ipynb": ["runtime.print_environment_report()"]}
+
+
+def code_cells(ipynb: Path) -> list:
+    return [c for c in nbformat.read(ipynb, as_version=4).cells if c.cell_type == "code" and c.source.strip()]
+
+
+def stored_text(cell) -> str:
+    parts = []
+    for out in cell.get("outputs", []):
+        if out.output_type == "stream":
+            parts.append(out.text)
+        elif out.output_type in ("execute_result", "display_data"):
+            parts.append(out.get("data", {}).get("text/plain", ""))
+    return "\n".join(parts)
+
+
+@pytest.mark.parametrize("ipynb", IPYNB_FILES, ids=ids(IPYNB_FILES))
+def test_compared_outputs_print_no_rounding_noise(ipynb: Path) -> None:
+    for i, cell in enumerate(code_cells(ipynb)):
+        if IGNORE in cell.metadata.get("tags", []):
+            continue
+        noise = ROUNDOFF.findall(stored_text(cell))
+        assert not noise, (f"{ipynb.name}, code cell {i + 1} prints {noise} in an output nbval compares: float rounding "
+                           "differs between computers. Print the bound it stays within and check it with "
+                           "utils.claims.close (README: stored outputs that hold on any computer).")
+
+
+@pytest.mark.parametrize("ipynb", IPYNB_FILES, ids=ids(IPYNB_FILES))
+def test_ignored_outputs_have_their_claims_checked(ipynb: Path) -> None:
+    cells = code_cells(ipynb)
+    for i, cell in enumerate(cells):
+        if IGNORE not in cell.metadata.get("tags", []):
+            continue
+        if any(snippet in cell.source for snippet in MACHINE_REPORTS.get(ipynb.name, [])):
+            continue
+        checked_here = "claims." in cell.source
+        checked_next = i + 1 < len(cells) and "claims." in cells[i + 1].source  # a training cell, then its results
+        assert checked_here or checked_next, (
+            f"{ipynb.name}, code cell {i + 1} is tagged {IGNORE} but neither it nor the next cell checks what the "
+            "text claims about its output with utils.claims, so a wrong result would pass unnoticed.")
