@@ -39,8 +39,8 @@ as ``variant_descriptions.safetensors`` for the chapter's SPHINX weight-mixing d
 The checkpoint is saved in float16 only if it meets the chapter's targets on held-out scenes
 (one-word QA accuracy and POPE F1 at least 0.80).
 
-Where it stands (these defaults, two threads, MKL_CBWR unset: about 77 minutes, 16 of them
-stage 2 and 8 the variant; with ``MKL_CBWR=COMPATIBLE``, as ``make assets`` sets it, a compact
+Where it stands (these defaults, two threads, MKL on its fastest branch as ``make assets`` runs
+it: about 77 minutes, 16 of them stage 2 and 8 the variant; with ``MKL_CBWR=COMPATIBLE`` a compact
 step took twice as long): the patch lesson, its relation term weighted four times, reads relations
 at 98% of object patches (77% at equal weight). After the compact phases (colour 97.5% after 400
 steps, relations alone 90% after 2,250, the mixed warm-up and the focus phase) held-out compact
