@@ -87,8 +87,9 @@ def run(plant: Plant) -> tuple[bool, str]:
                                  str(notebook.relative_to(copy))], cwd=copy, env=env, capture_output=True, text=True)
     if result.returncode == 0:
         return False, "NOT CAUGHT: the notebook still passes"
-    cells = re.findall(r"FAILED \S+::Cell (\d+)", result.stdout)
-    claim = re.search(r"ClaimError: (Claim not met: [^\n]*?)(?: If you changed| Look|$)", result.stdout, re.M)
+    output = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout)  # IPython colours its tracebacks
+    cells = re.findall(r"FAILED \S+::Cell (\d+)", output)
+    claim = re.search(r"ClaimError: (Claim not met: .*?)(?= If you changed|$)", output, re.M)
     how = f"claim: {claim.group(1)}" if claim else "nbval: an exact output changed"
     return True, f"caught in cell(s) {', '.join(cells) or '?'}; {how}"
 

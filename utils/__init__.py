@@ -2,7 +2,7 @@
 
 One module per topic: ``runtime`` (modes, device, seeds), ``zoo`` (model registry),
 ``images`` (loading photos), ``shapes`` (ShapesWorld), ``plotting``, ``checks`` (exercise
-checkers), and the chapters' own (``vit``; ``clip``; ``qformer``, ``blip2``, ``chat``, ``bridges``;
+checkers), ``claims`` (the text's claims about numbers that vary between computers), and the chapters' own (``vit``; ``clip``; ``qformer``, ``blip2``, ``chat``, ``bridges``;
 ``llava``, ``instruct``, ``patches``; ``diffusion``).
 
 Shapes ledger -- the letters used in every shape comment:

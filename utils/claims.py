@@ -39,21 +39,22 @@ def rounding(dtype: torch.dtype = torch.float32) -> float:
 
 
 def _number(what: str, value) -> float:
+    __tracebackhide__ = True  # a reader's traceback shows their cell and the claim, not this helper
     value = float(value.item() if isinstance(value, torch.Tensor) else value)
     if math.isnan(value):
-        _fail(f"{what} is NaN (not a number): something diverged or divided by zero.", "")
+        raise _error(f"{what} is NaN (not a number): something diverged or divided by zero.", "")
     return value
 
 
-def _fail(message: str, hint: str) -> None:
-    raise ClaimError(" ".join(part for part in (f"Claim not met: {message}", hint, ADVICE) if part))
+def _error(message: str, hint: str) -> ClaimError:
+    return ClaimError(" ".join(part for part in (f"Claim not met: {message}", hint, ADVICE) if part))
 
 
 def at_least(what: str, value, bound: float, hint: str = "") -> float:
     """Check ``value >= bound`` and return ``value``."""
     value = _number(what, value)
     if value < bound:
-        _fail(f"{what} should be at least {bound:g}, but this run gives {value:.4g}.", hint)
+        raise _error(f"{what} should be at least {bound:g}, but this run gives {value:.4g}.", hint)
     return value
 
 
@@ -61,7 +62,7 @@ def at_most(what: str, value, bound: float, hint: str = "") -> float:
     """Check ``value <= bound`` and return ``value``."""
     value = _number(what, value)
     if value > bound:
-        _fail(f"{what} should be at most {bound:g}, but this run gives {value:.4g}.", hint)
+        raise _error(f"{what} should be at most {bound:g}, but this run gives {value:.4g}.", hint)
     return value
 
 
@@ -69,7 +70,7 @@ def between(what: str, value, low: float, high: float, hint: str = "") -> float:
     """Check ``low <= value <= high`` and return ``value``."""
     value = _number(what, value)
     if not low <= value <= high:
-        _fail(f"{what} should lie between {low:g} and {high:g}, but this run gives {value:.4g}.", hint)
+        raise _error(f"{what} should lie between {low:g} and {high:g}, but this run gives {value:.4g}.", hint)
     return value
 
 
@@ -77,15 +78,15 @@ def close(what: str, actual, expected, atol: float, hint: str = "") -> float:
     """Check that two tensors (or numbers) of one shape agree to ``atol``; return the largest difference."""
     actual, expected = torch.as_tensor(actual), torch.as_tensor(expected)
     if actual.shape != expected.shape:
-        _fail(f"{what}: the shapes differ, {tuple(actual.shape)} against {tuple(expected.shape)}.", hint)
+        raise _error(f"{what}: the shapes differ, {tuple(actual.shape)} against {tuple(expected.shape)}.", hint)
     difference = (actual.double() - expected.double()).abs()
     largest = difference.max().item() if difference.numel() else 0.0
     if math.isnan(largest) or largest > atol:
-        _fail(f"{what} should agree to within {atol:g}, but the largest difference is {largest:.2e}.", hint)
+        raise _error(f"{what} should agree to within {atol:g}, but the largest difference is {largest:.2e}.", hint)
     return largest
 
 
 def holds(what: str, condition: bool, hint: str = "") -> None:
     """Check a yes/no statement of the text, e.g. that a loss fell."""
     if not condition:
-        _fail(f"{what} does not hold in this run.", hint)
+        raise _error(f"{what} does not hold in this run.", hint)

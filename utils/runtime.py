@@ -10,8 +10,8 @@ full     a CUDA GPU is present and the Hugging Face Hub      the real checkpoint
 tiny     otherwise: CI, offline laptops                      small checkpoints shipped in models/
 =======  ==================================================  =====================================
 
-``MMLLM_MODE=tiny|full|auto`` overrides the choice (default ``auto``). ``MMLLM_THREADS=N`` pins
-the number of CPU threads torch uses, which the tests set so stored outputs reproduce exactly.
+``MMLLM_MODE=tiny|full|auto`` overrides the choice (default ``auto``). ``MMLLM_THREADS=N`` sets
+the number of CPU threads torch uses (the tests use one per notebook, as two run side by side).
 """
 
 from __future__ import annotations
