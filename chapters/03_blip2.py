@@ -450,12 +450,12 @@ if runtime.MODE == "tiny":
 def leftmost_answer(scene, question):
     """Answer as if the object asked about were always the leftmost one."""
     first = scene.objects[0]
-    return {"colour": first.colour, "size": first.size, "shape": first.shape}.get(blip2.qa_kind(question))
+    return {"colour": first.colour, "size": first.size, "shape": first.shape}.get(question.kind)
 
 
 for kind in ("colour", "size", "shape"):
-    items = [(s, q, a) for s in held_out for q, a in s.qa if blip2.qa_kind(q) == kind]
-    right = np.mean([leftmost_answer(s, q) == a for s, q, a in items])
+    items = [(s, q) for s in held_out for q in s.questions if q.kind == kind]
+    right = np.mean([leftmost_answer(s, q) == q.answer for s, q in items])
     print(f"{kind:>6}: always the leftmost object is right for {right:.0%}")
 
 # %% [markdown]
@@ -487,7 +487,7 @@ if runtime.MODE == "tiny":
           f"{np.mean(mass):.0%} of the attention on average")
     scene = next(s for s in held_out if len(s.objects) == 3)
     kinds = ("colour", "size", "shape", "exists", "relation")
-    asked = [next(q for q, _ in scene.qa if blip2.qa_kind(q) == k) for k in kinds]
+    asked = [next(q.text for q in scene.questions if q.kind == k) for k in kinds]
     matrix = np.stack([blip2.answer_attention(model, processor, scene.render(), q, look_layer, look_head).numpy()
                        for q in asked])
     fig, ax = plt.subplots(figsize=(13, 3.4))
@@ -511,15 +511,15 @@ if runtime.MODE == "tiny":
 # %%
 if runtime.MODE == "tiny":
     blank = Image.new("RGB", (64, 64), BACKGROUND)
-    items = [(q, a) for s in held_out for q, a in s.qa]
-    blind = blip2.answers(model, processor, [blank] * len(items), [q for q, _ in items])
+    items = [q for s in held_out for q in s.questions]
+    blind = blip2.answers(model, processor, [blank] * len(items), [q.text for q in items])
     by_kind = {}
-    for (q, a), g in zip(items, blind):
-        by_kind.setdefault(blip2.qa_kind(q), []).append(g == a)
+    for q, g in zip(items, blind):
+        by_kind.setdefault(q.kind, []).append(g == q.answer)
     for kind, chance in (("size", 1 / 2), ("exists", 1 / 2), ("colour", 1 / 5), ("relation", 1 / 4)):
         claims.between(f"on a blank image, the accuracy on {kind} questions", np.mean(by_kind[kind]),
                        chance - 0.15, chance + 0.15, hint=f"The text says it is near chance ({chance:.0%}).")
-    print(f"blank image: {np.mean([g == a for g, (_, a) in zip(blind, items)]):.1%} right; by kind "
+    print(f"blank image: {np.mean([g == q.answer for g, q in zip(blind, items)]):.1%} right; by kind "
           + ", ".join(f"{k} {np.mean(v):.0%}" for k, v in by_kind.items()))
 
 # %% [markdown]

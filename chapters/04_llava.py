@@ -508,7 +508,7 @@ if runtime.MODE == "tiny":
 # %% tags=["nbval-ignore-output"]
 from collections import Counter
 
-shape_questions = [(s, q, a) for s in test_scenes for q, a in s.qa if llava.qa_kind(q) == "shape"]
+shape_questions = [(s, q.text, q.answer) for s in test_scenes for q in s.questions if q.kind == "shape"]
 shape_answers = llava.answer_questions(model, processor, [s.render() for s, _, _ in shape_questions],
                                        [llava.short_question(q) for _, q, _ in shape_questions])
 true_shapes, answered_shapes = Counter(a for _, _, a in shape_questions), Counter(llava.first_word(g) for g in shape_answers)

@@ -58,10 +58,9 @@ sys.path.insert(0, str(ROOT))
 
 from utils import blip2, patches, runtime, training, zoo  # noqa: E402
 from utils.chat import build_prompt  # noqa: E402
-from utils.shapes import ShapesWorld  # noqa: E402
+from utils.shapes import QUESTION_KINDS, ShapesWorld  # noqa: E402
 
 TARGET = 0.80
-KINDS = ("count", "colour", "shape", "size", "exists", "relation")
 
 
 class Examples:
@@ -70,7 +69,8 @@ class Examples:
     def __init__(self, tokenizer, scenes):
         self.tok, self.scenes = tokenizer, scenes
         self.bos, self.eos = tokenizer.bos_token_id, tokenizer.eos_token_id
-        self.by_kind = [{k: [qa for qa in s.qa if blip2.qa_kind(qa[0]) == k] for k in KINDS} for s in scenes]
+        self.by_kind = [{k: [(q.text, q.answer) for q in s.questions if q.kind == k] for k in QUESTION_KINDS}
+                        for s in scenes]
 
     def words(self, text: str) -> list[int]:
         return self.tok(text, add_special_tokens=False)["input_ids"]
@@ -220,7 +220,7 @@ def main() -> int:
     check_data = Examples(tokenizer, check_scenes)
     probe_rng = random.Random("probe")
     probes = {k: [r for r in (check_data.question(probe_rng, i, k) for i in range(len(check_scenes))) if r]
-              for k in KINDS}
+              for k in QUESTION_KINDS}
     probes["caption"] = [check_data.caption(i) for i in range(len(check_scenes))]
 
     @torch.no_grad()
@@ -257,7 +257,7 @@ def main() -> int:
         optimizer = torch.optim.AdamW(lm.parameters(), lr=args.text_lr, weight_decay=0.0)
         warm = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 50))
         rng = random.Random("text")
-        weights = dict.fromkeys(KINDS, 1.0)
+        weights = dict.fromkeys(QUESTION_KINDS, 1.0)
         steps_done = 0
         for step in range(args.text_steps):
             rows, looks = [], []  # looks: (row, position that predicts the answer, note slot holding it)
@@ -269,7 +269,7 @@ def main() -> int:
                 elif r < args.caption_share + args.chat_share:
                     rows.append(data.conversation(rng, i))
                 else:
-                    pool = data.by_kind[i][rng.choices(KINDS, [weights[k] for k in KINDS])[0]]
+                    pool = data.by_kind[i][rng.choices(QUESTION_KINDS, [weights[k] for k in QUESTION_KINDS])[0]]
                     if not pool:
                         continue
                     q, a = rng.choice(pool)
@@ -301,8 +301,8 @@ def main() -> int:
                 lm.train()
                 print(f"[text] step {steps_done} loss {loss.item():.4f} (look {look.item():.4f}) held-out {scores} "
                       f"({time.perf_counter() - start:.0f} s)", flush=True)
-                weights = {k: 1.05 - scores[k] for k in KINDS}
-                if min(scores[k] for k in KINDS) >= args.text_gate:
+                weights = {k: 1.05 - scores[k] for k in QUESTION_KINDS}
+                if min(scores[k] for k in QUESTION_KINDS) >= args.text_gate:
                     break
         lm.set_attn_implementation(attention_kind)
         lm.eval()

@@ -347,7 +347,7 @@ def main() -> int:
         batch = []
         while len(batch) < n:
             i = rng.randrange(len(pool))
-            fitting = [qa for qa in pool[i].qa if kind is None or llava.qa_kind(qa[0]) == kind]
+            fitting = [(q.text, q.answer) for q in pool[i].questions if kind is None or q.kind == kind]
             if not fitting:  # a one-object scene has no relation question
                 continue
             q, a = rng.choice(fitting)

@@ -155,9 +155,7 @@ def test_pope_questions_are_balanced_and_true() -> None:
         assert scenes[i].has(colour, shape) == (truth == "yes")
 
 
-def test_qa_kind_and_first_word() -> None:
-    kinds = [llava.qa_kind(q) for q, _ in make_scene(5, seed=1, min_objects=2).qa]
-    assert set(kinds) <= {"count", "colour", "shape", "size", "exists", "relation"} and "exists" in kinds
+def test_first_word() -> None:
     assert llava.first_word(" Yes, it is.") == "yes" and llava.first_word("") == ""
 
 

@@ -10,6 +10,7 @@ from scipy import ndimage
 from utils.shapes import (
     BACKGROUND,
     COLOURS,
+    QUESTION_KINDS,
     RELATION_WORD,
     SHAPES,
     SIZES,
@@ -86,28 +87,34 @@ def test_relations_follow_the_geometry() -> None:
                     assert abs(dy) > abs(dx) and (dy < 0) == (word == "above")
 
 
-def test_every_answer_is_true_of_the_scene() -> None:
+def test_every_answer_is_true_of_the_scene_and_every_kind_is_right() -> None:
+    kinds = set()
     for i in range(100):
         scene = make_scene(i, seed=2)
         by_shape = {o.shape: o for o in scene.objects}
         by_colour = {o.colour: o for o in scene.objects}
-        for question, answer in scene.qa:
+        for question, answer, kind in scene.questions:
             words = question.rstrip("?").split()
-            if question.startswith("How many"):
-                assert answer == str(len(scene.objects))
-            elif question.startswith("What colour is the"):
-                assert by_shape[words[-1]].colour == answer
-            elif question.startswith("What shape is the"):
-                assert by_colour[words[-2]].shape == answer
-            elif question.endswith("small or large?"):
-                assert by_shape[words[2]].size == answer
-            elif question.startswith("Is there a"):
+            kinds.add(kind)
+            if kind == "count":
+                assert question == "How many shapes are there?" and answer == str(len(scene.objects))
+            elif kind == "colour":
+                assert question.startswith("What colour is the") and by_shape[words[-1]].colour == answer
+            elif kind == "shape":
+                assert question.startswith("What shape is the") and by_colour[words[-2]].shape == answer
+            elif kind == "size":
+                assert question.endswith("small or large?") and by_shape[words[2]].size == answer
+            elif kind == "exists":
+                assert question.startswith("Is there a")
                 assert answer == ("yes" if scene.has(words[-2], words[-1]) else "no")
-            elif question.startswith("Where is the"):
+            elif kind == "relation":
+                assert question.startswith("Where is the")
                 a, b = by_shape[words[3]], by_shape[words[-1]]
                 assert RELATION_WORD[relation(a, b)] == answer
             else:
-                pytest.fail(f"untested question form: {question}")
+                pytest.fail(f"a question of an unknown kind: {kind!r} ({question})")
+        assert scene.qa == [(q.text, q.answer) for q in scene.questions]
+    assert kinds == set(QUESTION_KINDS)
 
 
 def test_existence_questions_are_balanced() -> None:

@@ -306,22 +306,13 @@ def answers(model: Any, processor: Any, images: Sequence[Any], questions: Sequen
     return [w.split()[0].strip(".,") if w.split() else "" for w in words]
 
 
-def qa_kind(question: str) -> str:
-    """count, colour, shape, size, exists or relation: the six ShapesWorld question kinds."""
-    for prefix, kind in (("How many", "count"), ("What colour", "colour"), ("What shape", "shape"),
-                         ("Is there", "exists"), ("Is the", "size"), ("Where is", "relation")):
-        if question.startswith(prefix):
-            return kind
-    raise ValueError(f"not a ShapesWorld question: {question!r}")
-
-
 def qa_accuracy(model: Any, processor: Any, scenes: Sequence[Scene]) -> dict[str, float]:
     """Exact-match accuracy of the first answer word on every question of ``scenes``: overall and per kind."""
-    items = [(s, q, a) for s in scenes for q, a in s.qa]
-    got = answers(model, processor, [s.render() for s, _, _ in items], [q for _, q, _ in items])
+    items = [(s, q) for s in scenes for q in s.questions]
+    got = answers(model, processor, [s.render() for s, _ in items], [q.text for _, q in items])
     right: dict[str, list[bool]] = {}
-    for (_, q, a), g in zip(items, got):
-        right.setdefault(qa_kind(q), []).append(g == a)
+    for (_, q), g in zip(items, got):
+        right.setdefault(q.kind, []).append(g == q.answer)
     every = [ok for oks in right.values() for ok in oks]
     return {"all": sum(every) / len(every), **{k: sum(v) / len(v) for k, v in right.items()}}
 

@@ -298,24 +298,14 @@ def first_word(answer: str) -> str:
     return words[0] if words else ""
 
 
-def qa_kind(question: str) -> str:
-    """The kind of a ShapesWorld question: count, colour, shape, size, exists or relation."""
-    q = question.lower()
-    for prefix, kind in (("how many", "count"), ("what colour", "colour"), ("what shape", "shape"),
-                         ("is there", "exists"), ("is the", "size"), ("where", "relation")):
-        if q.startswith(prefix):
-            return kind
-    return "other"
-
-
 def qa_accuracy(model: Any, processor: Any, scenes: Sequence[Scene], **kwargs: Any) -> dict[str, float]:
-    """Accuracy of one-word answers to every ``Scene.qa`` question of ``scenes``: overall and by kind."""
+    """Accuracy of one-word answers to every question of ``scenes``: overall and by kind."""
     images, questions, truth = [], [], []
     for scene in scenes:
-        for q, a in scene.qa:
+        for question in scene.questions:
             images.append(scene.render())
-            questions.append(short_question(q))
-            truth.append((qa_kind(q), a))
+            questions.append(short_question(question.text))
+            truth.append((question.kind, question.answer))
     answers = answer_questions(model, processor, images, questions, **kwargs)
     right: dict[str, list[bool]] = {}
     for (kind, a), got in zip(truth, answers):

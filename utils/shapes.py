@@ -21,7 +21,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -45,7 +45,15 @@ GAP = 0.05  # minimum empty space between two boxes (normalised units)
 AXIS_MARGIN = 0.08  # a pair's horizontal and vertical offsets differ by at least this much
 SUPERSAMPLE = 4  # draw at 4x and downsample: smooth edges without blurring colours
 COLOUR_JITTER = 12  # per-channel noise on each object's colour, so models learn hues, not exact RGB values
-NUMBER_WORDS = ("zero", "one", "two", "three")
+QUESTION_KINDS: tuple[str, ...] = ("count", "colour", "shape", "size", "exists", "relation")
+
+
+class Question(NamedTuple):
+    """A question about a scene, its one-word answer, and its kind (one of :data:`QUESTION_KINDS`)."""
+
+    text: str
+    answer: str
+    kind: str
 
 
 @dataclass(frozen=True)
@@ -110,25 +118,31 @@ class Scene:
         return [(f"{o.colour} {o.shape}", tuple(round(v, 3) for v in o.box)) for o in self.objects]
 
     @cached_property
-    def qa(self) -> list[tuple[str, str]]:
-        """Question/answer pairs, every answer one word and true of this scene."""
+    def questions(self) -> list[Question]:
+        """Every question of the scene with its answer and kind; every answer one word and true of this scene."""
         rng = random.Random(f"{self.key}/qa")
-        pairs = [("How many shapes are there?", str(len(self.objects)))]
+        asked = [Question("How many shapes are there?", str(len(self.objects)), "count")]
         for o in self.objects:
-            pairs.append((f"What colour is the {o.shape}?", o.colour))
-            pairs.append((f"What shape is the {o.colour} one?", o.shape))
-            pairs.append((f"Is the {o.shape} small or large?", o.size))
+            asked.append(Question(f"What colour is the {o.shape}?", o.colour, "colour"))
+            asked.append(Question(f"What shape is the {o.colour} one?", o.shape, "shape"))
+            asked.append(Question(f"Is the {o.shape} small or large?", o.size, "size"))
         # Existence, balanced: one object that is there, one colour-shape pair that is not.
         present = rng.choice(self.objects)
-        pairs.append((f"Is there a {present.colour} {present.shape}?", "yes"))
+        asked.append(Question(f"Is there a {present.colour} {present.shape}?", "yes", "exists"))
         absent = [(c, s) for c in COLOURS for s in SHAPES if not self.has(c, s)]
         colour, shape = rng.choice(absent)
-        pairs.append((f"Is there a {colour} {shape}?", "no"))
+        asked.append(Question(f"Is there a {colour} {shape}?", "no", "exists"))
         for a in self.objects:
             for b in self.objects:
                 if a is not b:
-                    pairs.append((f"Where is the {a.shape} relative to the {b.shape}?", RELATION_WORD[relation(a, b)]))
-        return pairs
+                    asked.append(Question(f"Where is the {a.shape} relative to the {b.shape}?",
+                                          RELATION_WORD[relation(a, b)], "relation"))
+        return asked
+
+    @property
+    def qa(self) -> list[tuple[str, str]]:
+        """The (question, answer) pairs of :attr:`questions`."""
+        return [(q.text, q.answer) for q in self.questions]
 
     def has(self, colour: str, shape: str) -> bool:
         return any(o.colour == colour and o.shape == shape for o in self.objects)
