@@ -67,7 +67,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from utils import claims, instruct, llava, patches, plotting, runtime, zoo  # first: runtime silences known-harmless warnings
+from utils import beyond_projector, claims, instruct, llava, patches, plotting, runtime, tiny_lm, zoo  # first: runtime silences known-harmless warnings
 from utils.instruct import ImageContext, generate_dataset, to_chat_messages, validate_record
 from utils.shapes import COLOURS, SHAPES, ShapesWorld, make_scene, relation
 
@@ -154,13 +154,13 @@ print(f"parameters: linear projector (LLaVA) {sum(p.numel() for p in linear_proj
 #
 # The prompt marks where the image goes with a single `<image>` placeholder. The processor
 # repeats it once per patch feature, and the model overwrites those positions with the projected
-# patches before the LLM runs. The special tokens and their ids live in one place,
-# `utils.llava.SPECIAL_TOKENS`, and the processor's chat template writes LLaVA-1.5's
-# `USER: ... ASSISTANT:` format.
+# patches before the LLM runs. The special tokens live in one place, `utils.tiny_lm.SPECIAL_TOKENS`
+# (the same five strings LLaVA-1.5's tokenizer uses), and the processor's chat template writes
+# LLaVA-1.5's `USER: ... ASSISTANT:` format.
 
 # %%
 tokenizer = processor.tokenizer
-print({token: tokenizer.convert_tokens_to_ids(token) for token in llava.SPECIAL_TOKENS})
+print({token: tokenizer.convert_tokens_to_ids(token) for token in tiny_lm.SPECIAL_TOKENS})
 print("model's image_token_index:", config.image_token_index)
 prompt = processor.apply_chat_template([llava.user_message("What colour is the circle?")], add_generation_prompt=True)
 print(repr(prompt))
@@ -234,7 +234,7 @@ turns = [(llava.short_question("What colour is the square?"), "green"),
 messages = llava.qa_messages(turns, image_first=getattr(config, "image_first", True))
 encoded = llava.encode_conversation(tokenizer, messages, llava.num_image_tokens(config))
 tokens = tokenizer.convert_ids_to_tokens(encoded.input_ids.tolist())
-learned = encoded.labels != llava.IGNORE_INDEX
+learned = encoded.labels != tiny_lm.IGNORE_INDEX
 print(f"{len(tokens)} positions, {int(learned.sum())} learned:", tokenizer.decode(encoded.input_ids[learned]))
 
 # %% [markdown]
@@ -568,12 +568,12 @@ if runtime.MODE == "tiny":
 #
 # $$\mathrm{FFN}(X) = \mathrm{concat}\big(\mathrm{FFN}_I(X_I),\ \mathrm{FFN}_T(X_T)\big).$$
 #
-# `llava.VisualExpertBlock` is one such block. Started as a copy of the text weights, it
+# `beyond_projector.VisualExpertBlock` is one such block. Started as a copy of the text weights, it
 # computes the frozen block's output (to float rounding); only training moves it away.
 
 # %%
 torch.manual_seed(0)
-block = llava.VisualExpertBlock(dim=64, heads=4, hidden=256)
+block = beyond_projector.VisualExpertBlock(dim=64, heads=4, hidden=256)
 x = torch.randn(2, 10, 64)
 is_image = torch.zeros(2, 10, dtype=torch.bool)
 is_image[:, 1:5] = True  # positions 1-4 hold image tokens
@@ -613,7 +613,7 @@ if variant_file.exists():
     betas, accuracy = [0.0, 0.25, 0.5, 0.75, 1.0], []
     sweep_scenes = test_scenes[:20]
     for beta in betas:
-        mixer.load_state_dict(llava.mix_state_dicts(theta_a, theta_b, beta))
+        mixer.load_state_dict(beyond_projector.mix_state_dicts(theta_a, theta_b, beta))
         accuracy.append(llava.qa_accuracy(mixer.to(dtype), processor, sweep_scenes)["all"])
         print(f"beta = {beta:.2f}: QA accuracy {accuracy[-1]:.1%}")
     claims.at_most("QA accuracy at beta = 0 (the variant never learned one-word answers)", accuracy[0], 0.05)
@@ -641,12 +641,12 @@ else:
 # model to answer them, an LLM writes a program that calls simpler vision tools. The question
 # "What colour is the shape to the left of the square?" was never in the training data. As a
 # program it becomes: *find* the objects, *ask* where each one is relative to the square, *ask*
-# the colour of the one on its left. Our tools are the tiny LLaVA itself (`llava.ShapeTools`):
+# the colour of the one on its left. Our tools are the tiny LLaVA itself (`beyond_projector.ShapeTools`):
 # `find` asks the 15 existence questions, `ask` any one-word question. We compare the program
 # with asking the model the composed question directly, on scenes that have an answer.
 
 # %% tags=["nbval-ignore-output"]
-tools = llava.ShapeTools(model, processor)
+tools = beyond_projector.ShapeTools(model, processor)
 cases = []
 for s in ShapesWorld(400, seed=25, split="test").scenes:
     square = next((o for o in s.objects if o.shape == "square"), None)
@@ -655,7 +655,7 @@ for s in ShapesWorld(400, seed=25, split="test").scenes:
         cases.append((s, left[0].colour))
     if len(cases) == 20:
         break
-program = [llava.colour_left_of(tools, s.render(), "square") for s, _ in cases]
+program = [beyond_projector.colour_left_of(tools, s.render(), "square") for s, _ in cases]
 direct = [llava.first_word(a) for a in llava.answer_questions(
     model, processor, [s.render() for s, _ in cases],
     [llava.short_question("What colour is the shape to the left of the square?")] * len(cases))]

@@ -48,96 +48,24 @@ import json
 import random
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable, NamedTuple
 
 import torch
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from utils import blip2, patches, runtime, training, zoo  # noqa: E402
+from utils import blip2, patches, runtime, tiny_lm, training, zoo  # noqa: E402
 from utils.chat import build_prompt  # noqa: E402
 from utils.shapes import QUESTION_KINDS, ShapesWorld  # noqa: E402
+from utils.tiny_lm import IGNORE_INDEX  # noqa: E402
 
 TARGET = 0.80
 
 
-class Examples:
-    """Token sequences for training: (scene index, ids after the image slots, labels of those ids)."""
-
-    def __init__(self, tokenizer, scenes):
-        self.tok, self.scenes = tokenizer, scenes
-        self.bos, self.eos = tokenizer.bos_token_id, tokenizer.eos_token_id
-        self.by_kind = [{k: [(q.text, q.answer) for q in s.questions if q.kind == k] for k in QUESTION_KINDS}
-                        for s in scenes]
-
-    def words(self, text: str) -> list[int]:
-        return self.tok(text, add_special_tokens=False)["input_ids"]
-
-    def caption(self, i: int):
-        ids = self.words(self.scenes[i].caption) + [self.eos]
-        return i, [self.bos] + ids, [blip2.IGNORE_INDEX] + ids
-
-    def chat(self, i: int, turns: list[tuple[str, str]]):
-        """``<s>`` + earlier turns + the last question; labels on every answer word and the final </s>."""
-        ids, labels = [self.bos], [blip2.IGNORE_INDEX]
-        for n, (q, a) in enumerate(turns):
-            last = n == len(turns) - 1
-            prompt = ("" if n == 0 else " ") + f"Question: {q} Answer:"
-            p = self.words(prompt)
-            answer = self.words(" " + a) + ([self.eos] if last else [])
-            ids += p + answer
-            labels += [blip2.IGNORE_INDEX] * len(p) + answer
-            if not last:
-                stop = self.words(".")
-                ids += stop
-                labels += [blip2.IGNORE_INDEX] * len(stop)
-        assert self.tok.decode(ids[1:]).startswith(build_prompt(turns[:-1], turns[-1][0])), "format drifted from utils.chat"
-        return i, ids, labels
-
-    def question(self, rng: random.Random, i: int, kind: str | None):
-        """A one-turn chat about scene ``i`` (any question if ``kind`` is None), or None if it has none of that kind."""
-        pool = self.scenes[i].qa if kind is None else self.by_kind[i][kind]
-        if not pool:
-            return None
-        return self.chat(i, [rng.choice(pool)])
-
-    def conversation(self, rng: random.Random, i: int):
-        turns = rng.sample(self.scenes[i].qa, min(len(self.scenes[i].qa), rng.choice((2, 3))))
-        return self.chat(i, turns)
-
-
-def collate(rows, prefix: torch.Tensor, pad_id: int):
-    """(ids, attention mask, labels) with ``prefix`` (B, Q) ids in front; right padding."""
-    n = max(len(r[1]) for r in rows)
-    Q = prefix.shape[1]
-    ids = torch.full((len(rows), Q + n), pad_id)
-    mask = torch.zeros_like(ids)
-    labels = torch.full_like(ids, blip2.IGNORE_INDEX)
-    ids[:, :Q] = prefix
-    mask[:, :Q] = 1
-    for r, (_, seq, lab) in enumerate(rows):
-        ids[r, Q:Q + len(seq)] = torch.tensor(seq)
-        mask[r, Q:Q + len(seq)] = 1
-        labels[r, Q:Q + len(lab)] = torch.tensor(lab)
-    return ids, mask, labels
-
-
-def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
-                           ignore_index=blip2.IGNORE_INDEX)
-
-
-@torch.no_grad()
-def forced_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Per row: is every labelled token the model's top choice (teacher forcing)?"""
-    target = labels[:, 1:]
-    right = (logits[:, :-1].argmax(-1) == target) | (target == blip2.IGNORE_INDEX)
-    return right.all(dim=1)
-
-
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "models" / "blip2-tiny")
     parser.add_argument("--cache", type=Path, default=None, help="keep/reuse the vision encoder and LM here")
@@ -159,202 +87,328 @@ def main() -> int:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--force", action="store_true", help="save even below the targets")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+# --- examples: token ids after the Q image slots, and their labels ----------------------------------
+class Row(NamedTuple):
+    scene: int  # index of the scene the row is about
+    ids: list[int]  # <s> and the text, without the Q slots in front
+    labels: list[int]  # IGNORE_INDEX where nothing is learned
+
+
+class Examples:
+    """Rows about the scenes of one split: captions, one-question chats and short conversations."""
+
+    def __init__(self, tokenizer: Any, scenes: list) -> None:
+        self.tok, self.scenes = tokenizer, scenes
+        self.bos, self.eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+        self.by_kind = [{k: [(q.text, q.answer) for q in s.questions if q.kind == k] for k in QUESTION_KINDS}
+                        for s in scenes]
+
+    def words(self, text: str) -> list[int]:
+        return self.tok(text, add_special_tokens=False)["input_ids"]
+
+    def caption(self, i: int) -> Row:
+        ids, labels = tiny_lm.with_labels([self.bos], self.words(self.scenes[i].caption) + [self.eos])
+        return Row(i, ids, labels)
+
+    def chat(self, i: int, turns: list[tuple[str, str]]) -> Row:
+        """``<s>`` + earlier turns + the last question; labels on every answer word and the final </s>."""
+        ids, labels = [self.bos], [IGNORE_INDEX]
+        for n, (q, a) in enumerate(turns):
+            last = n == len(turns) - 1
+            turn_ids, turn_labels = tiny_lm.with_labels(self.words(("" if n == 0 else " ") + f"Question: {q} Answer:"),
+                                                        self.words(" " + a) + ([self.eos] if last else []))
+            ids += turn_ids
+            labels += turn_labels
+            if not last:
+                stop = self.words(".")
+                ids += stop
+                labels += [IGNORE_INDEX] * len(stop)
+        assert self.tok.decode(ids[1:]).startswith(build_prompt(turns[:-1], turns[-1][0])), "format drifted from utils.chat"
+        return Row(i, ids, labels)
+
+    def question(self, rng: random.Random, i: int, kind: str | None) -> Row | None:
+        """A one-turn chat about scene ``i`` (any question if ``kind`` is None), or None if it has none of that kind."""
+        pool = self.scenes[i].qa if kind is None else self.by_kind[i][kind]
+        if not pool:
+            return None
+        return self.chat(i, [rng.choice(pool)])
+
+    def conversation(self, rng: random.Random, i: int) -> Row:
+        turns = rng.sample(self.scenes[i].qa, min(len(self.scenes[i].qa), rng.choice((2, 3))))
+        return self.chat(i, turns)
+
+
+def collate(rows: list[Row], prefix: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(ids, attention mask, labels), each (B, Q + L), with ``prefix`` (B, Q) ids in front; right padding."""
+    n = max(len(r.ids) for r in rows)
+    B, Q = prefix.shape
+    ids = torch.full((B, Q + n), pad_id)
+    mask = torch.zeros_like(ids)
+    labels = torch.full_like(ids, IGNORE_INDEX)
+    ids[:, :Q] = prefix
+    mask[:, :Q] = 1
+    for b, row in enumerate(rows):
+        ids[b, Q:Q + len(row.ids)] = torch.tensor(row.ids)
+        mask[b, Q:Q + len(row.ids)] = 1
+        labels[b, Q:Q + len(row.labels)] = torch.tensor(row.labels)
+    return ids, mask, labels
+
+
+# --- the run ---------------------------------------------------------------------------------------
+@dataclass
+class Run:
+    """Everything the stages share: data, the model and what has been measured so far."""
+
+    args: argparse.Namespace
+    tokenizer: Any
+    model: Any  # Blip2ForConditionalGeneration
+    scenes: list
+    pixels: torch.Tensor  # (B, 3, H, W) in [-1, 1], as the processor scales them
+    notes: torch.Tensor  # (B, Q) the note's token ids per training scene
+    data: Examples
+    check_pixels: torch.Tensor  # 300 held-out scenes: progress checks during training
+    check_notes: torch.Tensor
+    probes: dict[str, list[Row]]  # held-out rows per question kind, and captions
+    clip_vision_state: dict[str, torch.Tensor] | None  # the tiny CLIP's image tower, where the patch lesson starts
+    features: torch.Tensor | None = None  # frozen ViT outputs (B, N, E), computed before the bridge trains
+    check_features: torch.Tensor | None = None
+    report: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def Q(self) -> int:
+        return self.model.config.num_query_tokens
+
+    def cache_file(self, name: str) -> Path | None:
+        return self.args.cache / name if self.args.cache else None
+
+
+def prepare(args: argparse.Namespace) -> Run:
+    """The training and held-out scenes, the tokenizer (cached with the LM), and a fresh model."""
+    from transformers import Blip2ForConditionalGeneration, CLIPModel, PreTrainedTokenizerFast
 
     runtime.seed_everything(0)
-    from transformers import Blip2ForConditionalGeneration, CLIPModel
-
-    timings: dict[str, float] = {}
-    report: dict[str, object] = {}
     train = ShapesWorld(args.train_scenes, seed=5, split="train")
     scenes = train.scenes
-    pixels = train.images() * 2 - 1  # what the processor produces: (x - 0.5) / 0.5
     check = ShapesWorld(300, seed=28, split="test")
-    check_scenes, check_pixels = check.scenes, check.images() * 2 - 1
-
-    cache = args.cache
-    if cache:
-        cache.mkdir(parents=True, exist_ok=True)
-    text_cache = cache / "text" if cache else None
+    if args.cache:
+        args.cache.mkdir(parents=True, exist_ok=True)
+    text_cache = args.cache / "text" if args.cache else None
     if text_cache and (text_cache / "tokenizer.json").exists():
-        from transformers import PreTrainedTokenizerFast
         tokenizer = PreTrainedTokenizerFast.from_pretrained(text_cache)
     else:
         tokenizer = blip2.build_tokenizer(blip2.tokenizer_corpus(scenes))
     clip = CLIPModel.from_pretrained(zoo.path("clip", mode="tiny"), dtype=torch.float32)
     config = blip2.tiny_blip2_config(clip.config.vision_config, vocab_size=len(tokenizer))
-    model = Blip2ForConditionalGeneration(config)
-    model.eval()
-    Q = config.num_query_tokens
-    notes = torch.tensor([blip2.note_ids(tokenizer, blip2.scene_notes(s)) for s in scenes])
-    check_notes = torch.tensor([blip2.note_ids(tokenizer, blip2.scene_notes(s)) for s in check_scenes])
+    model = Blip2ForConditionalGeneration(config).eval()
+    check_data = Examples(tokenizer, check.scenes)
+    probe_rng = random.Random("probe")
+    probes = {k: [r for r in (check_data.question(probe_rng, i, k) for i in range(len(check.scenes))) if r]
+              for k in QUESTION_KINDS}
+    probes["caption"] = [check_data.caption(i) for i in range(len(check.scenes))]
+    run = Run(args, tokenizer, model, scenes, train.images() * 2 - 1,  # what the processor produces: (x - 0.5) / 0.5
+              torch.tensor([blip2.note_ids(tokenizer, blip2.scene_notes(s)) for s in scenes]),
+              Examples(tokenizer, scenes), check.images() * 2 - 1,
+              torch.tensor([blip2.note_ids(tokenizer, blip2.scene_notes(s)) for s in check.scenes]), probes,
+              clip.vision_model.state_dict())
     print(f"[data] {len(scenes)} scenes, vocabulary {len(tokenizer)}, note: {' '.join(blip2.scene_notes(scenes[0]))}",
           flush=True)
+    return run
 
-    # 0. The image encoder.
-    vision = model.vision_model
-    vision_cache = cache / "vision.pt" if cache else None
-    if vision_cache and vision_cache.exists():
-        state = torch.load(vision_cache, weights_only=True)
+
+@torch.no_grad()
+def probe(run: Run, logits_of: Callable[[torch.Tensor, torch.Tensor, list[int]], torch.Tensor]) -> dict[str, float]:
+    """Teacher-forced accuracy per question kind (and captions) on held-out scenes.
+
+    ``logits_of(ids, mask, scene_indices)`` runs the LM with whatever fills the Q slots.
+    """
+    scores = {}
+    for kind, rows in run.probes.items():
+        index = [r.scene for r in rows]
+        ids, mask, labels = collate(rows, torch.zeros(len(rows), run.Q, dtype=torch.long), run.tokenizer.pad_token_id)
+        right = tiny_lm.teacher_forced_accuracy(logits_of(ids, mask, index), labels)
+        scores[kind] = round(right.float().mean().item(), 3)
+    return scores
+
+
+def probe_on_notes(run: Run) -> dict[str, float]:
+    """The LM reading the true notes in the Q slots."""
+    lm = run.model.language_model
+
+    def logits_of(ids, mask, index):
+        ids[:, :run.Q] = run.check_notes[index]
+        return lm(input_ids=ids, attention_mask=mask).logits
+    return probe(run, logits_of)
+
+
+def probe_on_prompts(run: Run) -> dict[str, float]:
+    """The LM reading the bridge's soft prompts in the Q slots."""
+    lm = run.model.language_model
+
+    def logits_of(ids, mask, index):
+        embeds = lm.get_input_embeddings()(ids)
+        embeds[:, :run.Q] = blip2.queries_to_prompts(run.model, run.check_features[index])
+        return lm(inputs_embeds=embeds, attention_mask=mask).logits
+    return probe(run, logits_of)
+
+
+# --- stage 0: the image encoder ---------------------------------------------------------------------
+def patch_lesson(run: Run) -> None:
+    """The tiny CLIP's image tower in BLIP's layout, trained on the patch lesson, then frozen."""
+    vision, saved = run.model.vision_model, run.cache_file("vision.pt")
+    if saved and saved.exists():
+        state = torch.load(saved, weights_only=True)
         vision.load_state_dict(state["vision"])
-        report["patch lesson"], timings["patch lesson"] = state["lesson"], state["seconds"]
-        print(f"[patches] from {vision_cache}: {state['lesson']}", flush=True)
+        run.report["patch lesson"], run.timings["patch lesson"] = state["lesson"], state["seconds"]
+        print(f"[patches] from {saved}: {state['lesson']}", flush=True)
     else:
         start = time.perf_counter()
-        blip2.vision_from_clip(vision, clip.vision_model.state_dict())
-        head = patches.pretrain_vision(vision, pixels, scenes, steps=args.patch_steps, layer=-1,
-                                       relation_weight=args.relation_weight)
+        blip2.vision_from_clip(vision, run.clip_vision_state)
+        head = patches.pretrain_vision(vision, run.pixels, run.scenes, steps=run.args.patch_steps, layer=-1,
+                                       relation_weight=run.args.relation_weight)
         held = ShapesWorld(300, seed=6, split="test")
-        report["patch lesson"] = patches.vision_probe_accuracy(vision, head, held.images() * 2 - 1, held.scenes, layer=-1)
-        timings["patch lesson"] = time.perf_counter() - start
-        print(f"[patches] per-patch accuracy {report['patch lesson']} ({timings['patch lesson']:.0f} s)", flush=True)
-        if vision_cache:
-            torch.save({"vision": vision.state_dict(), "lesson": report["patch lesson"],
-                        "seconds": timings["patch lesson"]}, vision_cache)
+        run.report["patch lesson"] = patches.vision_probe_accuracy(vision, head, held.images() * 2 - 1, held.scenes,
+                                                                   layer=-1)
+        run.timings["patch lesson"] = time.perf_counter() - start
+        print(f"[patches] per-patch accuracy {run.report['patch lesson']} ({run.timings['patch lesson']:.0f} s)",
+              flush=True)
+        if saved:
+            torch.save({"vision": vision.state_dict(), "lesson": run.report["patch lesson"],
+                        "seconds": run.timings["patch lesson"]}, saved)
+    run.clip_vision_state = None
     vision.requires_grad_(False)
     vision.eval()
 
-    # 1. The language model, from text: note, <s>, caption / question / chat.
-    lm = model.language_model
-    data = Examples(tokenizer, scenes)
-    check_data = Examples(tokenizer, check_scenes)
-    probe_rng = random.Random("probe")
-    probes = {k: [r for r in (check_data.question(probe_rng, i, k) for i in range(len(check_scenes))) if r]
-              for k in QUESTION_KINDS}
-    probes["caption"] = [check_data.caption(i) for i in range(len(check_scenes))]
 
-    @torch.no_grad()
-    def probe(prefix_of) -> dict[str, float]:
-        """Teacher-forced accuracy per question kind (and captions) on held-out scenes."""
-        scores = {}
-        for kind, rows in probes.items():
-            ids, mask, labels = collate(rows, prefix_of([i for i, _, _ in rows]), tokenizer.pad_token_id)
-            scores[kind] = forced_accuracy(prefix_logits(ids, mask, [i for i, _, _ in rows], prefix_of), labels)
-            scores[kind] = round(scores[kind].float().mean().item(), 3)
-        return scores
+# --- stage 1: the language model, from text: note, <s>, caption / question / chat --------------------
+def text_batch(run: Run, rng: random.Random, weights: dict[str, float]) -> tuple[list[Row], list[tuple[int, int, int]]]:
+    """Rows for one step, and for each question row with an answer slot (row, position that predicts
+    the answer, note slot holding it) for the look loss. Kinds are drawn by ``weights``."""
+    args, rows, looks = run.args, [], []
+    while len(rows) < args.text_batch:
+        i = rng.randrange(len(run.scenes))
+        r = rng.random()
+        if r < args.caption_share:
+            rows.append(run.data.caption(i))
+        elif r < args.caption_share + args.chat_share:
+            rows.append(run.data.conversation(rng, i))
+        else:
+            pool = run.data.by_kind[i][rng.choices(QUESTION_KINDS, [weights[k] for k in QUESTION_KINDS])[0]]
+            if not pool:
+                continue
+            q, a = rng.choice(pool)
+            row = run.data.chat(i, [(q, a)])
+            slot = blip2.answer_slot(q)
+            if slot is not None:
+                first_answer = next(t for t, label in enumerate(row.labels) if label != IGNORE_INDEX)
+                looks.append((len(rows), run.Q + first_answer - 1, slot))
+            rows.append(row)
+    return rows, looks
 
-    def prefix_logits(ids, mask, index, prefix_of):
-        if prefix_of is note_prefix:
-            return lm(input_ids=ids, attention_mask=mask).logits
-        embeds = lm.get_input_embeddings()(ids)
-        embeds[:, :Q] = bridge(check_features[index])
-        return lm(inputs_embeds=embeds, attention_mask=mask).logits
 
-    def note_prefix(index):
-        return check_notes[index]
+def look_loss(attentions: tuple[torch.Tensor, ...], looks: list[tuple[int, int, int]], args: argparse.Namespace) -> torch.Tensor:
+    """-log(attention on the answer's note slot) at the position that predicts the answer."""
+    row, where, slot = (torch.tensor(x) for x in zip(*looks))
+    attention = attentions[args.look_layer]  # (B, nh, L, L)
+    attention = attention.mean(1) if args.look_head < 0 else attention[:, args.look_head]  # (B, L, L)
+    return -torch.log(attention[row, where, slot] + 1e-6).mean()
 
-    lm_saved = cache / "lm.pt" if cache else None
-    if lm_saved and lm_saved.exists():
-        state = torch.load(lm_saved, weights_only=True)
+
+def text_pretraining(run: Run) -> None:
+    """Train the LM on notes and text until every kind reaches --text-gate, then freeze it."""
+    args, lm, saved = run.args, run.model.language_model, run.cache_file("lm.pt")
+    if saved and saved.exists():
+        state = torch.load(saved, weights_only=True)
         lm.load_state_dict(state["lm"])
-        report["text"], timings["text pretraining"] = state["report"], state["seconds"]
-        print(f"[text] from {lm_saved}: {state['report']}", flush=True)
+        run.report["text"], run.timings["text pretraining"] = state["report"], state["seconds"]
+        print(f"[text] from {saved}: {state['report']}", flush=True)
     else:
         start = time.perf_counter()
-        lm.train()
-        attention_kind = lm.config._attn_implementation
-        lm.set_attn_implementation("eager")  # the look loss needs the attention weights
-        optimizer = torch.optim.AdamW(lm.parameters(), lr=args.text_lr, weight_decay=0.0)
-        warm = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 50))
-        rng = random.Random("text")
-        weights = dict.fromkeys(QUESTION_KINDS, 1.0)
-        steps_done = 0
-        for step in range(args.text_steps):
-            rows, looks = [], []  # looks: (row, position that predicts the answer, note slot holding it)
-            while len(rows) < args.text_batch:
-                i = rng.randrange(len(scenes))
-                r = rng.random()
-                if r < args.caption_share:
-                    rows.append(data.caption(i))
-                elif r < args.caption_share + args.chat_share:
-                    rows.append(data.conversation(rng, i))
-                else:
-                    pool = data.by_kind[i][rng.choices(QUESTION_KINDS, [weights[k] for k in QUESTION_KINDS])[0]]
-                    if not pool:
-                        continue
-                    q, a = rng.choice(pool)
-                    row = data.chat(i, [(q, a)])
-                    slot = blip2.answer_slot(q)
-                    if slot is not None:
-                        first_answer = next(t for t, label in enumerate(row[2]) if label != blip2.IGNORE_INDEX)
-                        looks.append((len(rows), Q + first_answer - 1, slot))
-                    rows.append(row)
-            ids, mask, labels = collate(rows, notes[[i for i, _, _ in rows]], tokenizer.pad_token_id)
-            out = lm(input_ids=ids, attention_mask=mask, output_attentions=True)
-            loss = lm_loss(out.logits, labels)
-            look = torch.zeros(())
-            if looks:
-                row, where, slot = (torch.tensor(x) for x in zip(*looks))
-                attention = out.attentions[args.look_layer]  # (batch, head, query, key)
-                attention = attention.mean(1) if args.look_head < 0 else attention[:, args.look_head]
-                look = -torch.log(attention[row, where, slot] + 1e-6).mean()
-                loss = loss + args.look_weight * look
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(lm.parameters(), 1.0)
-            optimizer.step()
-            warm.step()
-            steps_done += 1
-            if (step + 1) % 100 == 0:
-                lm.eval()
-                scores = probe(note_prefix)
-                lm.train()
-                print(f"[text] step {steps_done} loss {loss.item():.4f} (look {look.item():.4f}) held-out {scores} "
-                      f"({time.perf_counter() - start:.0f} s)", flush=True)
-                weights = {k: 1.05 - scores[k] for k in QUESTION_KINDS}
-                if min(scores[k] for k in QUESTION_KINDS) >= args.text_gate:
-                    break
-        lm.set_attn_implementation(attention_kind)
+        with tiny_lm.eager_attention(lm):  # the look loss needs the attention weights
+            steps = text_steps(run, start)
         lm.eval()
-        report["text"] = {"steps": steps_done, "look layer": args.look_layer, "look head": args.look_head,
-                          **probe(note_prefix)}
-        timings["text pretraining"] = time.perf_counter() - start
-        print(f"[text] done: {report['text']} ({timings['text pretraining']:.0f} s)", flush=True)
-        if lm_saved:
-            tokenizer.save_pretrained(text_cache)
-            torch.save({"lm": lm.state_dict(), "report": report["text"], "seconds": timings["text pretraining"]},
-                       lm_saved)
+        run.report["text"] = {"steps": steps, "look layer": args.look_layer, "look head": args.look_head,
+                              **probe_on_notes(run)}
+        run.timings["text pretraining"] = time.perf_counter() - start
+        print(f"[text] done: {run.report['text']} ({run.timings['text pretraining']:.0f} s)", flush=True)
+        if saved:
+            run.tokenizer.save_pretrained(args.cache / "text")
+            torch.save({"lm": lm.state_dict(), "report": run.report["text"], "seconds": run.timings["text pretraining"]},
+                       saved)
     lm.requires_grad_(False)
     lm.eval()
 
-    # 2. The bridge: query tokens, Q-Former and projection; ViT and LM frozen.
+
+def text_steps(run: Run, start: float) -> int:
+    """The LM's training loop (LM loss + look loss); returns the number of steps taken."""
+    args, lm = run.args, run.model.language_model
+    lm.train()
+    optimizer = torch.optim.AdamW(lm.parameters(), lr=args.text_lr, weight_decay=0.0)
+    warm = training.warmup_then_constant_schedule(optimizer, 50)
+    rng, weights = random.Random("text"), dict.fromkeys(QUESTION_KINDS, 1.0)
+    for step in range(args.text_steps):
+        rows, looks = text_batch(run, rng, weights)
+        ids, mask, labels = collate(rows, run.notes[[r.scene for r in rows]], run.tokenizer.pad_token_id)
+        out = lm(input_ids=ids, attention_mask=mask, output_attentions=True)
+        look = look_loss(out.attentions, looks, args) if looks else torch.zeros(())
+        loss = tiny_lm.lm_loss(out.logits, labels) + (args.look_weight * look if looks else 0)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(lm.parameters(), 1.0)
+        optimizer.step()
+        warm.step()
+        if (step + 1) % 100 == 0:
+            lm.eval()
+            scores = probe_on_notes(run)
+            lm.train()
+            print(f"[text] step {step + 1} loss {loss.item():.4f} (look {look.item():.4f}) held-out {scores} "
+                  f"({time.perf_counter() - start:.0f} s)", flush=True)
+            weights = {k: 1.05 - scores[k] for k in QUESTION_KINDS}  # draw each kind as often as it is still wrong
+            if min(scores[k] for k in QUESTION_KINDS) >= args.text_gate:
+                break
+    return step + 1
+
+
+# --- stage 2: the bridge (query tokens, Q-Former, projection); ViT and LM frozen ----------------------
+def bridge_batch(run: Run, rng: random.Random) -> list[Row]:
+    args, rows = run.args, []
+    while len(rows) < args.batch_size:
+        i = rng.randrange(len(run.scenes))
+        r = rng.random()
+        rows.append(run.data.caption(i) if r < args.caption_share else
+                    run.data.conversation(rng, i) if r < args.caption_share + args.chat_share else
+                    run.data.question(rng, i, None))
+    return rows
+
+
+def bridge_training(run: Run) -> None:
+    """The LM's loss through the soft prompts, plus a pull of soft prompt k towards note word k's embedding."""
+    args, model, lm = run.args, run.model, run.model.language_model
     with torch.no_grad():
-        features = torch.cat([vision(pixel_values=pixels[i:i + 500]).last_hidden_state
-                              for i in range(0, len(pixels), 500)])
-        check_features = torch.cat([vision(pixel_values=check_pixels[i:i + 500]).last_hidden_state
-                                    for i in range(0, len(check_pixels), 500)])
+        run.features, run.check_features = (
+            torch.cat([model.vision_model(pixel_values=x[i:i + 500]).last_hidden_state for i in range(0, len(x), 500)])
+            for x in (run.pixels, run.check_pixels))  # (B, N, E)
     trainable = [model.query_tokens, *model.qformer.parameters(), *model.language_projection.parameters()]
-    report["trainable"] = sum(p.numel() for p in trainable)
-    report["total"] = sum(p.numel() for p in model.parameters())
-    print(f"[bridge] trainable {report['trainable']:,} of {report['total']:,}", flush=True)
-
-    def bridge(image_embeds):
-        return blip2.queries_to_prompts(model, image_embeds)
-
-    def bridge_prefix(index):
-        return torch.full((len(index), Q), config.image_token_index)
-
+    run.report["trainable"], run.report["total"] = sum(p.numel() for p in trainable), sum(p.numel() for p in model.parameters())
+    print(f"[bridge] trainable {run.report['trainable']:,} of {run.report['total']:,}", flush=True)
     embedding = lm.get_input_embeddings()
     optimizer = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=0.01)
-    lr_schedule = training.warmup_cosine_schedule(optimizer, args.steps)
-    rng = random.Random("bridge")
-    start = time.perf_counter()
+    lr_schedule = training.ramped_cosine_schedule(optimizer, args.steps)
+    rng, start = random.Random("bridge"), time.perf_counter()
     model.qformer.train()
     for step in range(args.steps):
-        rows = []
-        while len(rows) < args.batch_size:
-            i = rng.randrange(len(scenes))
-            r = rng.random()
-            row = (data.caption(i) if r < args.caption_share else
-                   data.conversation(rng, i) if r < args.caption_share + args.chat_share else data.question(rng, i, None))
-            rows.append(row)
-        index = [i for i, _, _ in rows]
-        ids, mask, labels = collate(rows, bridge_prefix(index), tokenizer.pad_token_id)
-        prompts = bridge(features[index])
+        rows = bridge_batch(run, rng)
+        index = [r.scene for r in rows]
+        ids, mask, labels = collate(rows, torch.full((len(index), run.Q), model.config.image_token_index),
+                                    run.tokenizer.pad_token_id)
+        prompts = blip2.queries_to_prompts(model, run.features[index])  # (B, Q, H)
         embeds = embedding(ids).clone()
-        embeds[:, :Q] = prompts
-        loss_lm = lm_loss(lm(inputs_embeds=embeds, attention_mask=mask).logits, labels)
-        target = embedding(notes[index])
+        embeds[:, :run.Q] = prompts
+        loss_lm = tiny_lm.lm_loss(lm(inputs_embeds=embeds, attention_mask=mask).logits, labels)
+        target = embedding(run.notes[index])  # (B, Q, H): the note words the prompts should resemble
         loss_notes = (prompts - target).pow(2).mean() / target.pow(2).mean()
         loss = loss_lm + args.notes_weight * loss_notes
         optimizer.zero_grad(set_to_none=True)
@@ -363,43 +417,66 @@ def main() -> int:
         optimizer.step()
         lr_schedule.step()
         if (step + 1) % 250 == 0 or step + 1 == args.steps:
-            model.qformer.eval()
-            with torch.no_grad():
-                words = torch.tensor([[tokenizer.convert_tokens_to_ids("Ġ" + w) for w in row]
-                                      for row in blip2.nearest_words(model, tokenizer, bridge(check_features))])
-            slots = (words == check_notes).float().mean().item()
-            scores = probe(bridge_prefix)
-            model.qformer.train()
-            print(f"[bridge] step {step + 1} loss {loss_lm.item():.4f} + notes {loss_notes.item():.4f}; held-out note "
-                  f"words {slots:.3f}, {scores} ({time.perf_counter() - start:.0f} s)", flush=True)
+            report_bridge(run, step, loss_lm, loss_notes, start)
     model.eval()
-    timings["bridge"] = time.perf_counter() - start
-    report["bridge steps"] = args.steps
+    run.timings["bridge"] = time.perf_counter() - start
+    run.report["bridge steps"] = args.steps
 
-    # Score the float16 weights that will be saved, through the processor and generate.
+
+@torch.no_grad()
+def report_bridge(run: Run, step: int, loss_lm: torch.Tensor, loss_notes: torch.Tensor, start: float) -> None:
+    """How many soft prompts read back as their note word, and the teacher-forced answers through them."""
+    run.model.qformer.eval()
+    nearest = blip2.nearest_words(run.model, run.tokenizer, blip2.queries_to_prompts(run.model, run.check_features))
+    words = torch.tensor([[run.tokenizer.convert_tokens_to_ids("Ġ" + w) for w in row] for row in nearest])
+    slots = (words == run.check_notes).float().mean().item()
+    scores = probe_on_prompts(run)
+    run.model.qformer.train()
+    print(f"[bridge] step {step + 1} loss {loss_lm.item():.4f} + notes {loss_notes.item():.4f}; held-out note "
+          f"words {slots:.3f}, {scores} ({time.perf_counter() - start:.0f} s)", flush=True)
+
+
+# --- evaluation and saving ---------------------------------------------------------------------------
+def evaluate(run: Run) -> tuple[Any, bool]:
+    """Score the float16 weights that will be saved, through the processor and generate; (processor, targets met)."""
+    model, report = run.model, run.report
     model.half().float()
-    processor = blip2.build_processor(tokenizer, config.vision_config.image_size)
+    processor = blip2.build_processor(run.tokenizer, model.config.vision_config.image_size)
     test = ShapesWorld(60, seed=23, split="test").scenes
     start = time.perf_counter()
     qa = blip2.qa_accuracy(model, processor, test)
     caption = blip2.caption_accuracy(model, processor, test)
-    timings["evaluation"] = time.perf_counter() - start
+    run.timings["evaluation"] = time.perf_counter() - start
     report["qa"] = {k: round(v, 3) for k, v in qa.items()}
     report["caption words"], report["caption exact"] = round(caption["words"], 3), round(caption["exact"], 3)
-    report["timings (s)"] = {k: round(v) for k, v in timings.items()}
+    report["timings (s)"] = {k: round(v) for k, v in run.timings.items()}
     print(f"[eval] QA {report['qa']}; caption words {report['caption words']}, exact {report['caption exact']}",
           flush=True)
     for s, c in list(zip(test, caption["captions"]))[:6]:
         print(f"  {s.caption!r} -> {c!r}")
-    if (qa["all"] < TARGET or caption["words"] < TARGET) and not args.force:
+    return processor, qa["all"] >= TARGET and caption["words"] >= TARGET
+
+
+def save(run: Run, processor: Any) -> None:
+    out = run.args.out
+    out.mkdir(parents=True, exist_ok=True)
+    run.model.half().save_pretrained(out)
+    processor.save_pretrained(out)
+    zoo.compact_json(out)
+    (out / "training.json").write_text(json.dumps(run.report, indent=1) + "\n")
+    print(f"[save] {out}: {zoo.own_size(out) / 2**20:.2f} MiB", flush=True)
+
+
+def main() -> int:
+    run = prepare(parse_args())
+    patch_lesson(run)
+    text_pretraining(run)
+    bridge_training(run)
+    processor, met = evaluate(run)
+    if not met and not run.args.force:
         print(f"[save] below the {TARGET:.0%} targets: not saved (--force saves anyway)")
         return 1
-    args.out.mkdir(parents=True, exist_ok=True)
-    model.half().save_pretrained(args.out)
-    processor.save_pretrained(args.out)
-    zoo.compact_json(args.out)
-    (args.out / "training.json").write_text(json.dumps(report, indent=1) + "\n")
-    print(f"[save] {args.out}: {zoo.own_size(args.out) / 2**20:.2f} MiB", flush=True)
+    save(run, processor)
     return 0
 
 

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from utils import diffusion, runtime, zoo  # noqa: E402
-from utils.shapes import COLOURS, SHAPES, SIZES, ShapesWorld  # noqa: E402
+from utils.shapes import COLOURS, SHAPES, ShapesWorld  # noqa: E402
 
 IMAGE_SIZE = 32
 DDPM_TARGET = 0.35  # share of samples the tiny ViT names with confidence >= 0.9 (real 32 px scenes: about 0.9)

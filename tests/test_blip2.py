@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from utils import blip2
+from utils import blip2, tiny_lm
 from utils.shapes import COLOURS, SHAPES, ShapesWorld, make_scene
 
 
@@ -40,9 +40,9 @@ def test_notes_have_fixed_slots(scenes) -> None:
                 ([shape, o.size, o.colour] if o else [shape, "none", "none"])
         by_colour = {o.colour: o.shape for o in objects}
         assert words[blip2.BY_COLOUR:blip2.BY_PAIR] == [by_colour.get(c, "none") for c in COLOURS]
-        for k, (a, b) in enumerate(blip2.PAIRS):
+        for k, (a, b) in enumerate(blip2.SHAPE_PAIRS):
             assert words[blip2.BY_PAIR + k] == answers.get(f"Where is the {a} relative to the {b}?", "none")
-        assert set(words[blip2.BY_PAIR + len(blip2.PAIRS):]) == {"."}
+        assert set(words[blip2.BY_PAIR + len(blip2.SHAPE_PAIRS):]) == {"."}
 
 
 def test_answer_slot_points_at_the_note_word_that_answers(scenes) -> None:
@@ -74,7 +74,7 @@ def test_every_note_word_is_one_token_and_the_tokenizer_adds_bos(tokenizer, scen
     assert len(ids) == blip2.NUM_QUERY_TOKENS
     assert tokenizer.convert_ids_to_tokens(ids[:2]) == ["Ġ" + w for w in blip2.scene_notes(scenes[0])[:2]]
     encoded = tokenizer("a red circle")["input_ids"]
-    assert encoded[0] == tokenizer.bos_token_id == blip2.SPECIAL_TOKENS.index(blip2.BOS)
+    assert encoded[0] == tokenizer.bos_token_id == tiny_lm.SPECIAL_TOKENS.index(tiny_lm.BOS)
     with pytest.raises(ValueError, match="one each"):
         blip2.note_ids(tokenizer, ["quadrilateral"])
 
@@ -85,7 +85,7 @@ def test_processor_puts_the_image_slots_before_bos(tokenizer) -> None:
                     return_tensors="pt")
     ids = out["input_ids"][0].tolist()
     Q = blip2.NUM_QUERY_TOKENS
-    assert ids[:Q] == [blip2.SPECIAL_TOKENS.index(blip2.IMAGE_TOKEN)] * Q
+    assert ids[:Q] == [tiny_lm.SPECIAL_TOKENS.index(tiny_lm.IMAGE_TOKEN)] * Q
     assert ids[Q] == tokenizer.bos_token_id
     assert tokenizer.decode(ids[Q + 1:]) == "Question: What colour is the circle? Answer:"
     pixels = out["pixel_values"]

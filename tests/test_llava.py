@@ -11,7 +11,7 @@ import json
 import pytest
 import torch
 
-from utils import llava, zoo
+from utils import beyond_projector, llava, tiny_lm, zoo
 from utils.images import ImageLoadError
 from utils.instruct import ImageContext, generate_dataset, record_turns, to_chat_messages
 from utils.shapes import ShapesWorld, make_scene
@@ -61,10 +61,10 @@ def test_image_after_question_moves_only_the_first_turns_image() -> None:
 
 def test_special_tokens_have_the_ids_the_config_names(tiny) -> None:
     model, processor = tiny
-    ids = {t: processor.tokenizer.convert_tokens_to_ids(t) for t in llava.SPECIAL_TOKENS}
-    assert list(ids.values()) == list(range(len(llava.SPECIAL_TOKENS)))
-    assert model.config.image_token_index == ids[llava.IMAGE_TOKEN]
-    assert processor.tokenizer.eos_token_id == ids[llava.EOS] == model.config.text_config.eos_token_id
+    ids = {t: processor.tokenizer.convert_tokens_to_ids(t) for t in tiny_lm.SPECIAL_TOKENS}
+    assert list(ids.values()) == list(range(len(tiny_lm.SPECIAL_TOKENS)))
+    assert model.config.image_token_index == ids[tiny_lm.IMAGE_TOKEN]
+    assert processor.tokenizer.eos_token_id == ids[tiny_lm.EOS] == model.config.text_config.eos_token_id
 
 
 # --- label mask and batching ---------------------------------------------------------------------------
@@ -88,7 +88,7 @@ def test_encoding_matches_the_processor_and_learns_only_answers(tiny) -> None:
     encoded = llava.encode_conversation(processor.tokenizer, messages, llava.num_image_tokens(model.config))
     reference = processor(images=scene.render(), text=processor.apply_chat_template(messages), return_tensors="pt")
     assert torch.equal(encoded.input_ids, reference["input_ids"][0])
-    learned = processor.tokenizer.decode(encoded.input_ids[encoded.labels != llava.IGNORE_INDEX])
+    learned = processor.tokenizer.decode(encoded.input_ids[encoded.labels != tiny_lm.IGNORE_INDEX])
     assert learned == " red</s> 2</s>"
 
 
@@ -110,12 +110,12 @@ def test_generated_instruction_json_converts_through_the_tiny_chat_template(tiny
     path.write_text(json.dumps(records))
     for record in json.loads(path.read_text()):
         text = processor.apply_chat_template(to_chat_messages(record))
-        assert text.count(llava.IMAGE_TOKEN) == 1 and text.startswith("<s>USER: <image>\n")
+        assert text.count(tiny_lm.IMAGE_TOKEN) == 1 and text.startswith("<s>USER: <image>\n")
         assert all(answer in text for _, answer in record_turns(record))
         inputs = processor(images=scene.render(), text=text, return_tensors="pt")
         assert int((inputs["input_ids"] == model.config.image_token_index).sum()) == 64
         encoded = llava.encode_conversation(processor.tokenizer, to_chat_messages(record), 64)
-        assert (encoded.labels != llava.IGNORE_INDEX).sum() > 0
+        assert (encoded.labels != tiny_lm.IGNORE_INDEX).sum() > 0
 
 
 def test_set_stage_trains_what_each_stage_trains(tiny) -> None:
@@ -176,19 +176,19 @@ def test_answer_questions_needs_one_question_per_image(tiny) -> None:
 def test_mix_state_dicts() -> None:
     a = {"w": torch.ones(2), "steps": torch.tensor(3)}
     b = {"w": torch.zeros(2), "steps": torch.tensor(5)}
-    assert llava.mix_state_dicts(a, b, 0.25)["w"].tolist() == [0.25, 0.25]
-    assert llava.mix_state_dicts(a, b, 0.25)["steps"] == 3
+    assert beyond_projector.mix_state_dicts(a, b, 0.25)["w"].tolist() == [0.25, 0.25]
+    assert beyond_projector.mix_state_dicts(a, b, 0.25)["steps"] == 3
     with pytest.raises(ValueError, match="beta"):
-        llava.mix_state_dicts(a, b, 1.5)
+        beyond_projector.mix_state_dicts(a, b, 1.5)
     with pytest.raises(ValueError, match="different parameters"):
-        llava.mix_state_dicts(a, {"w": torch.zeros(2)}, 0.5)
+        beyond_projector.mix_state_dicts(a, {"w": torch.zeros(2)}, 0.5)
     with pytest.raises(ValueError, match="shapes"):
-        llava.mix_state_dicts(a, {"w": torch.zeros(3), "steps": torch.tensor(5)}, 0.5)
+        beyond_projector.mix_state_dicts(a, {"w": torch.zeros(3), "steps": torch.tensor(5)}, 0.5)
 
 
 def test_visual_expert_starts_as_the_text_block_and_routes_by_position() -> None:
     torch.manual_seed(0)
-    block = llava.VisualExpertBlock(16, 2, 32)
+    block = beyond_projector.VisualExpertBlock(16, 2, 32)
     x = torch.randn(1, 6, 16)
     is_image = torch.tensor([[False, True, True, False, False, False]])
     assert not torch.allclose(block(x, is_image), block.plain_forward(x))  # different expert weights
@@ -204,7 +204,7 @@ def test_visual_expert_starts_as_the_text_block_and_routes_by_position() -> None
         block(x, is_image.float())
 
 
-class ScriptedTools(llava.ShapeTools):
+class ScriptedTools(beyond_projector.ShapeTools):
     """Tools answering from a scene's truth: tests the program, not the model."""
 
     def __init__(self, scene) -> None:
@@ -234,7 +234,7 @@ def test_colour_left_of_program() -> None:
         expected = left[0].colour if len(left) == 1 else "none"
         if square is not None and len(left) > 1:
             continue
-        assert llava.colour_left_of(ScriptedTools(s), None, "square") == expected
+        assert beyond_projector.colour_left_of(ScriptedTools(s), None, "square") == expected
         checked += 1
     assert checked > 40
 

@@ -21,14 +21,14 @@ def test_targets_follow_the_boxes() -> None:
     assert t["pair"].shape == (64,) and t["relation"].shape == (64, len(SHAPES)) and t["present"].shape == (15,)
     # Row 4 (y centre 0.5625), column 2 (x centre 0.3125) lies inside the red square.
     index = 4 * 8 + 2
-    assert patches.PAIRS[t["pair"][index]] == ("red", "square")
+    assert patches.COLOUR_SHAPE_PAIRS[t["pair"][index]] == ("red", "square")
     assert patches.SIZE_NAMES[t["size"][index]] == "large"
     circle = SHAPES.index("circle")
     assert patches.RELATION_NAMES[t["relation"][index, circle]] == "to the left of"
     assert t["relation"][index, SHAPES.index("square")] == 0  # no relation to itself
     # A corner patch is background, with no relations.
     assert t["pair"][0] == patches.BACKGROUND_PAIR and t["size"][0] == 2 and t["relation"][0].tolist() == [0, 0, 0]
-    assert t["present"].sum() == 2 and t["present"][patches.PAIRS.index(("blue", "circle"))] == 1
+    assert t["present"].sum() == 2 and t["present"][patches.COLOUR_SHAPE_PAIRS.index(("blue", "circle"))] == 1
 
 
 def test_a_triangle_corner_outside_the_shape_is_background() -> None:
@@ -40,7 +40,7 @@ def test_a_triangle_corner_outside_the_shape_is_background() -> None:
     x, y = (column + 0.5) / grid, (row + 0.5) / grid
     assert x0 < x < x1 and y0 < y < y1
     assert t["pair"][row * grid + column] == patches.BACKGROUND_PAIR
-    assert patches.PAIRS[t["pair"][9 * grid + 8]] == ("green", "triangle")  # centre (0.53, 0.59): on the triangle
+    assert patches.COLOUR_SHAPE_PAIRS[t["pair"][9 * grid + 8]] == ("green", "triangle")  # centre (0.53, 0.59): on the triangle
 
 
 def test_bad_input_is_refused() -> None:

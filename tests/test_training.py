@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
 
-from utils.training import accuracy, cosine_with_warmup, train_classifier
+from utils.training import (
+    accuracy,
+    ramped_cosine_schedule,
+    train_classifier,
+    warmup_then_constant_schedule,
+    warmup_then_cosine,
+    warmup_then_cosine_schedule,
+)
 
 
 def toy_problem(n: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
@@ -41,7 +50,7 @@ def test_same_seed_same_weights() -> None:
 
 
 def test_schedule_warms_up_then_decays_to_zero() -> None:
-    values = [cosine_with_warmup(s, total=100, warmup=10) for s in range(100)]
+    values = [warmup_then_cosine(s, total=100, warmup=10) for s in range(100)]
     assert values[0] == pytest.approx(0.1) and values[9] == pytest.approx(1.0)
     assert values[10] == pytest.approx(1.0) and values[-1] < 0.01
     assert all(a >= b for a, b in zip(values[10:], values[11:]))
@@ -51,3 +60,23 @@ def test_mismatched_lengths_are_refused() -> None:
     x, y = toy_problem()
     with pytest.raises(ValueError, match="256 images but 10 labels"):
         train_classifier(model(), x, y[:10], epochs=1, show_progress=False)
+
+
+def multipliers(make_schedule, steps: int) -> list[float]:
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    schedule, values = make_schedule(optimizer), []
+    for _ in range(steps):
+        values.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    return values
+
+
+def test_the_three_schedules_have_the_curves_their_names_say() -> None:
+    then_cosine = multipliers(lambda o: warmup_then_cosine_schedule(o, 100, 10), 100)
+    assert then_cosine == pytest.approx([warmup_then_cosine(s, 100, 10) for s in range(100)])
+    ramped = multipliers(lambda o: ramped_cosine_schedule(o, 100), 100)  # warm-up over 5 steps, cosine from step 0
+    assert ramped[0] == pytest.approx(0.2) and ramped[4] == pytest.approx(0.5 * (1 + math.cos(math.pi * 4 / 100)))
+    assert ramped[10] < then_cosine[10] == pytest.approx(1.0) and ramped[-1] < 0.01
+    constant = multipliers(lambda o: warmup_then_constant_schedule(o, 50), 200)
+    assert constant[0] == pytest.approx(0.02) and constant[49:] == pytest.approx([1.0] * 151)

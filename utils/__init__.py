@@ -2,8 +2,11 @@
 
 One module per topic: ``runtime`` (modes, device, seeds), ``zoo`` (model registry),
 ``images`` (loading photos), ``shapes`` (ShapesWorld), ``plotting``, ``checks`` (exercise
-checkers), ``claims`` (the text's claims about numbers that vary between computers), and the chapters' own (``vit``; ``clip``; ``qformer``, ``blip2``, ``chat``, ``bridges``;
-``llava``, ``instruct``, ``patches``; ``diffusion``).
+checkers), ``claims`` (what the text claims about numbers that vary between computers),
+``training`` (the classifier loop and learning-rate schedules), and the chapters' own:
+``vit``; ``clip``; ``qformer``, ``blip2``, ``chat``, ``bridges``; ``llava``, ``instruct`` (a
+package), ``patches``, ``beyond_projector``; ``diffusion``. ``tiny_lm`` is the small language
+model inside the tiny BLIP-2 and LLaVA.
 
 Shapes ledger -- the letters used in every shape comment:
     B batch             C channels          H, W image height, width

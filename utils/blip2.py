@@ -22,6 +22,9 @@ slot -- because left to find the slot on its own, the tiny LM got stuck answerin
 leftmost object. Training the Q-Former, the soft prompt of query ``k`` is pulled towards the LM's
 embedding of note word ``k`` as well as trained through the LM's loss: the notes are the
 "language the frozen LLM already speaks", here made explicit.
+
+Shapes ledger (see ``utils/__init__.py``): B batch, N patches (plus [CLS]), E image-feature width,
+Q query tokens (= note slots), D Q-Former width, H the LM's width, L text tokens, V vocabulary size.
 """
 
 from __future__ import annotations
@@ -32,20 +35,14 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
+from utils import tiny_lm
 from utils.shapes import COLOURS, RELATION_WORD, SHAPES, SIZES, Scene, relation
+from utils.tiny_lm import IMAGE_TOKEN, SPECIAL_TOKENS
 
 NUM_QUERY_TOKENS = 32
-PAIRS: tuple[tuple[str, str], ...] = tuple(itertools.permutations(SHAPES, 2))  # ordered: (circle, square), ...
+SHAPE_PAIRS: tuple[tuple[str, str], ...] = tuple(itertools.permutations(SHAPES, 2))  # ordered: (circle, square), ...
 NONE = "none"
 STOP = "."
-IMAGE_TOKEN = "<image>"
-BOS, EOS, PAD, UNK = "<s>", "</s>", "<pad>", "<unk>"
-SPECIAL_TOKENS = (BOS, EOS, PAD, UNK, IMAGE_TOKEN)  # ids 0..4, in this order
-IGNORE_INDEX = -100
-# The language model: Llama-style blocks (RMSNorm, rotary positions, SwiGLU MLP), as in the
-# Vicuna/LLaMA LMs of InstructBLIP; 128 positions hold 32 query tokens, a prompt and an answer.
-TINY_TEXT = dict(hidden_size=128, intermediate_size=512, num_hidden_layers=6, num_attention_heads=4,
-                 num_key_value_heads=4, max_position_embeddings=128, rms_norm_eps=1e-5, tie_word_embeddings=True)
 TINY_QFORMER = dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=384,
                     cross_attention_frequency=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 CONTENT_WORDS = frozenset(COLOURS) | frozenset(SHAPES) | frozenset(SIZES) | {"left", "right", "above", "below"}
@@ -69,7 +66,7 @@ def scene_notes(scene: Scene, slots: int = NUM_QUERY_TOKENS) -> list[str]:
        between neighbours (where the left one is relative to the next); ``none`` where no object is.
     2. By shape (circle, square, triangle): ``shape size colour``, ``shape none none`` if absent.
     3. By colour (in ``COLOURS`` order): the shape of that colour, or ``none``.
-    4. By ordered pair of shapes (``PAIRS``): where ``a`` is relative to ``b``, or ``none``.
+    4. By ordered pair of shapes (``SHAPE_PAIRS``): where ``a`` is relative to ``b``, or ``none``.
 
     Then "." up to ``slots``.
     """
@@ -85,7 +82,7 @@ def scene_notes(scene: Scene, slots: int = NUM_QUERY_TOKENS) -> list[str]:
         words += [shape, o.size, o.colour] if o else [shape, NONE, NONE]
     by_colour = {o.colour: o.shape for o in objects}
     words += [by_colour.get(colour, NONE) for colour in COLOURS]
-    for a, b in PAIRS:
+    for a, b in SHAPE_PAIRS:
         both = a in by_shape and b in by_shape
         words.append(RELATION_WORD[relation(by_shape[a], by_shape[b])] if both else NONE)
     if len(words) > slots:
@@ -98,7 +95,7 @@ _QUESTION_SLOTS = (  # (pattern, slot of the answer given the matched words)
     (re.compile(r"Is the (\w+) small or large\?"), lambda s: BY_SHAPE + 3 * SHAPES.index(s) + 1),
     (re.compile(r"What shape is the (\w+) one\?"), lambda c: BY_COLOUR + list(COLOURS).index(c)),
     (re.compile(r"Is there a (\w+) \w+\?"), lambda c: BY_COLOUR + list(COLOURS).index(c)),
-    (re.compile(r"Where is the (\w+) relative to the (\w+)\?"), lambda a, b: BY_PAIR + PAIRS.index((a, b))),
+    (re.compile(r"Where is the (\w+) relative to the (\w+)\?"), lambda a, b: BY_PAIR + SHAPE_PAIRS.index((a, b))),
 )
 
 
@@ -129,36 +126,23 @@ def note_ids(tokenizer: Any, words: Sequence[str]) -> list[int]:
 
 
 def build_tokenizer(texts: Iterable[str], vocab_size: int = 1024):
-    """A GPT-2-style byte-level BPE (``Ġ`` marks a word start) that puts ``<s>`` before every text, as OPT's does."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tokenizer = Tokenizer(models.BPE(unk_token=UNK))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tokenizer.train_from_iterator(texts, trainer)
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single=f"{BOS} $A", pair=f"{BOS} $A $B", special_tokens=[(BOS, SPECIAL_TOKENS.index(BOS))])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=BOS, eos_token=EOS, pad_token=PAD,
-                                   unk_token=UNK)  # Blip2Processor registers <image> (id 4) itself
-    note_ids(fast, note_vocabulary())  # fails early if a note word is split
-    return fast
+    """The tiny LM's byte-level BPE, putting ``<s>`` before every text as OPT's does
+    (``Blip2Processor`` registers ``<image>``, id 4, itself); every note word must be one token."""
+    tokenizer = tiny_lm.build_tokenizer(texts, vocab_size, bos_first=True)
+    note_ids(tokenizer, note_vocabulary())  # fails early if a note word is split
+    return tokenizer
 
 
 def tokenizer_corpus(scenes: Sequence[Scene], repeats: int = 20) -> list[str]:
     """Captions, questions with answers, chat prompts and notes: the text the tiny BLIP-2 reads."""
-    corpus = [s.caption for s in scenes]
-    corpus += [f"Question: {q} Answer: {a}." for s in scenes[:3000] for q, a in s.qa]
-    corpus += [" ".join(scene_notes(s)) for s in scenes[:3000]]
-    corpus += [" " + " ".join(note_vocabulary())] * repeats
-    return corpus
+    notes = [" ".join(scene_notes(s)) for s in scenes[:3000]]
+    return tiny_lm.tokenizer_corpus(scenes, "Question: {q} Answer: {a}.", notes, [" " + " ".join(note_vocabulary())],
+                                    repeats=repeats)
 
 
 def tiny_blip2_config(vision_config: Any, vocab_size: int, **text_overrides: Any):
-    """Blip2Config: a BLIP ViT shaped like the tiny CLIP tower, a 4-layer Q-Former, a Llama-style LM."""
-    from transformers import Blip2Config, Blip2QFormerConfig, Blip2VisionConfig, LlamaConfig
+    """Blip2Config: a BLIP ViT shaped like the tiny CLIP tower, a 4-layer Q-Former, the tiny LM named "blip2"."""
+    from transformers import Blip2Config, Blip2QFormerConfig, Blip2VisionConfig
 
     v = vision_config
     vision = Blip2VisionConfig(hidden_size=v.hidden_size, intermediate_size=v.intermediate_size,
@@ -166,9 +150,7 @@ def tiny_blip2_config(vision_config: Any, vocab_size: int, **text_overrides: Any
                                image_size=v.image_size, patch_size=v.patch_size, qkv_bias=True,
                                layer_norm_eps=v.layer_norm_eps, hidden_act=v.hidden_act)
     qformer = Blip2QFormerConfig(vocab_size=vocab_size, encoder_hidden_size=v.hidden_size, **TINY_QFORMER)
-    text = LlamaConfig(vocab_size=vocab_size, bos_token_id=SPECIAL_TOKENS.index(BOS),
-                       eos_token_id=SPECIAL_TOKENS.index(EOS), pad_token_id=SPECIAL_TOKENS.index(PAD),
-                       **{**TINY_TEXT, **text_overrides})
+    text = tiny_lm.TinyLMConfig.named("blip2", **text_overrides).to_llama(vocab_size)
     return Blip2Config(vision_config=vision, qformer_config=qformer, text_config=text,
                        num_query_tokens=NUM_QUERY_TOKENS, image_token_index=SPECIAL_TOKENS.index(IMAGE_TOKEN))
 
@@ -218,25 +200,25 @@ def build_processor(tokenizer: Any, image_size: int = 64):
 
 def soft_prompts(model: Any, pixel_values: torch.Tensor) -> torch.Tensor:
     """Image -> frozen ViT -> Q-Former (queries cross-attend to the patches) -> projection: (B, Q, LM width)."""
-    image_embeds = model.vision_model(pixel_values=pixel_values).last_hidden_state
-    return queries_to_prompts(model, image_embeds)
+    image_embeds = model.vision_model(pixel_values=pixel_values).last_hidden_state  # (B, 1 + N, E)
+    return queries_to_prompts(model, image_embeds)  # (B, Q, H)
 
 
 def queries_to_prompts(model: Any, image_embeds: torch.Tensor) -> torch.Tensor:
     """The trainable part: query tokens through the Q-Former over ``image_embeds``, then the linear projection."""
-    queries = model.query_tokens.expand(image_embeds.shape[0], -1, -1)
-    mask = torch.ones(image_embeds.shape[:2], dtype=torch.long, device=image_embeds.device)
+    queries = model.query_tokens.expand(image_embeds.shape[0], -1, -1)  # (B, Q, D)
+    mask = torch.ones(image_embeds.shape[:2], dtype=torch.long, device=image_embeds.device)  # (B, 1 + N)
     out = model.qformer(query_embeds=queries, encoder_hidden_states=image_embeds, encoder_attention_mask=mask)
-    return model.language_projection(out.last_hidden_state)
+    return model.language_projection(out.last_hidden_state)  # (B, Q, D) -> (B, Q, H)
 
 
 @torch.no_grad()
 def nearest_words(model: Any, tokenizer: Any, prompts: torch.Tensor) -> list[list[str]]:
     """For each soft prompt vector, the vocabulary word whose LM input embedding is closest (cosine)."""
-    table = model.get_input_embeddings().weight.float()
+    table = model.get_input_embeddings().weight.float()  # (V, H)
     table = table / table.norm(dim=-1, keepdim=True)
-    p = prompts.float() / prompts.float().norm(dim=-1, keepdim=True)
-    ids = (p @ table.T).argmax(-1)
+    p = prompts.float() / prompts.float().norm(dim=-1, keepdim=True)  # (B, Q, H)
+    ids = (p @ table.T).argmax(-1)  # (B, Q, V) -> (B, Q)
     return [[tokenizer.convert_ids_to_tokens(int(i)).lstrip("Ġ") for i in row] for row in ids]
 
 
@@ -248,17 +230,12 @@ def answer_attention(model: Any, processor: Any, image: Any, question: str, laye
     predicts the answer word) onto the Q soft prompts; ``head=-1`` averages the block's heads.
     """
     inputs = processor(images=image, text=f"Question: {question} Answer:", return_tensors="pt").to(model.device)
-    inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
-    lm = model.language_model
-    kind = lm.config._attn_implementation
-    lm.set_attn_implementation("eager")  # the fused kernels do not return their weights
-    try:
+    inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)  # (1, C, H, W); input_ids (1, Q + L)
+    with tiny_lm.eager_attention(model.language_model):
         out = model(**inputs, output_attentions=True).language_model_outputs
-    finally:
-        lm.set_attn_implementation(kind)
-    weights = out.attentions[layer][0, :, -1].float()  # (heads, positions)
-    weights = weights.mean(0) if head < 0 else weights[head]
-    return weights[inputs["input_ids"][0] == model.config.image_token_index].cpu()
+    weights = out.attentions[layer][0, :, -1].float()  # (nh, Q + L): from the last position
+    weights = weights.mean(0) if head < 0 else weights[head]  # (Q + L,)
+    return weights[inputs["input_ids"][0] == model.config.image_token_index].cpu()  # (Q,)
 
 
 def content_words(text: str) -> list[str]:
@@ -283,12 +260,12 @@ def _generate(model: Any, processor: Any, images: Sequence[Any], prompts: Sequen
         for start in range(0, len(group), batch_size):
             chunk = group[start:start + batch_size]
             inputs = processor(images=[images[i] for i in chunk], text=[prompts[i] or "" for i in chunk],
-                               return_tensors="pt")
-            inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+                               return_tensors="pt")  # input_ids (B, Q + L): the Q <image> slots, <s>, the prompt
+            inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)  # (B, C, H, W)
             with torch.no_grad():
                 out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
                                      pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-            new = out[:, inputs["input_ids"].shape[1]:]
+            new = out[:, inputs["input_ids"].shape[1]:]  # (B, new tokens)
             for i, row in zip(chunk, new):
                 answers[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
     return answers  # type: ignore[return-value]

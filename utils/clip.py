@@ -276,7 +276,7 @@ def train_clip(model, tokenizer, pixel_values: torch.Tensor, captions: list[str]
     """
     import random
 
-    from utils.training import cosine_with_warmup, progress
+    from utils.training import progress, warmup_then_cosine_schedule
 
     if len(pixel_values) != len(captions):
         raise ValueError(f"{len(pixel_values)} images but {len(captions)} captions: they must pair up")
@@ -286,7 +286,7 @@ def train_clip(model, tokenizer, pixel_values: torch.Tensor, captions: list[str]
     device = model.logit_scale.device
     local = batch_size // world
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_with_warmup(s, steps, steps // 20))
+    schedule = warmup_then_cosine_schedule(optimizer, steps, steps // 20)
     rng, generator = random.Random(seed), torch.Generator().manual_seed(seed)
     losses = []
     bar = progress(total=steps, desc=f"training CLIP ({world} process{'es' if world > 1 else ''})",

@@ -227,7 +227,7 @@ def train_denoiser(model: nn.Module, eps_model: Callable[..., torch.Tensor], dat
     unconditional estimate. With ``ema_decay`` the model ends holding the EMA weights. Returns the
     loss of every step. Deterministic for a given ``seed``.
     """
-    from utils.training import cosine_with_warmup, progress
+    from utils.training import progress, warmup_then_cosine_schedule
 
     if conditions is not None and len(conditions) != len(data):
         raise ValueError(f"need one condition per example: {len(conditions)} conditions for {len(data)} examples")
@@ -236,7 +236,7 @@ def train_denoiser(model: nn.Module, eps_model: Callable[..., torch.Tensor], dat
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # dropout inside the model, if any
     optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: cosine_with_warmup(s, steps, warmup))
+    scheduler = warmup_then_cosine_schedule(optimiser, steps, warmup)
     ema = EMA(model, ema_decay) if ema_decay else None
     losses: list[float] = []
     model.train()
@@ -376,11 +376,11 @@ def train_vae(vae: nn.Module, data: torch.Tensor, *, steps: int, batch_size: int
     term (Stable Diffusion's VAE uses one too) keeps the latent space smooth without blurring the
     reconstructions. Returns the loss of every step.
     """
-    from utils.training import cosine_with_warmup, progress
+    from utils.training import progress, warmup_then_cosine_schedule
 
     generator = torch.Generator().manual_seed(seed)
     optimiser = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: cosine_with_warmup(s, steps, min(100, steps // 10)))
+    scheduler = warmup_then_cosine_schedule(optimiser, steps, min(100, steps // 10))
     losses: list[float] = []
     vae.train()
     bar = progress(total=steps, desc="vae", disable=not show_progress)

@@ -49,8 +49,7 @@ from functools import cached_property
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from utils.shapes import COLOURS, SHAPES, SIZES, Scene, make_scene
-
-IMAGE_TOKEN = "<image>"
+from utils.tiny_lm import IMAGE_TOKEN
 RESPONSE_TYPES: tuple[str, ...] = ("conversation", "detail", "complex_reasoning")
 HUMAN, GPT = "human", "gpt"  # LLaVA's speaker names
 

@@ -1,15 +1,20 @@
-"""LLaVA in miniature: constants, the tiny model's parts, batching with masked labels, and evaluation.
+"""LLaVA in miniature: the conversation format, the tiny model's parts, batching with masked labels, evaluation.
 
 The pieces, in the order the chapter uses them:
 
-- the special tokens and the LLaVA-1.5 chat template ("USER: <image>\\n... ASSISTANT: ...</s>");
+- LLaVA-1.5's chat template ("USER: <image>\\n... ASSISTANT: ...</s>"); the special tokens are the
+  tiny LM's (:mod:`utils.tiny_lm`);
 - :func:`mask_labels`: -100 everywhere except the assistant's answers;
 - :func:`tiny_llava_config` / :func:`build_tokenizer` / :func:`build_processor`: a real
-  ``LlavaForConditionalGeneration`` with a 3-block CLIP tower and a 4-block Llama-style LM;
+  ``LlavaForConditionalGeneration`` with a 3-block CLIP tower and the 6-block tiny LM;
 - :func:`encode_conversation` / :func:`collate`: token ids with the image expanded to one
   token per patch, exactly as ``LlavaProcessor`` expands it;
-- :func:`answer_questions` and :func:`pope_scores`: batched greedy answers and the POPE probe;
-- :func:`mix_state_dicts`: SPHINX-style weight mixing of two checkpoints.
+- :func:`answer_questions`, :func:`qa_accuracy` and :func:`pope`: batched greedy answers, their
+  accuracy, and the POPE hallucination probe.
+
+What came after the projector (CogVLM, SPHINX, tools) is in :mod:`utils.beyond_projector`.
+
+Shapes ledger (see ``utils/__init__.py``): B batch, L tokens, N patches, D width, V vocabulary size.
 """
 
 from __future__ import annotations
@@ -20,14 +25,12 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 
-from utils.instruct import IMAGE_TOKEN
+from utils import tiny_lm
 from utils.shapes import COLOURS, SHAPES, Scene
+from utils.tiny_lm import IGNORE_INDEX, IMAGE_TOKEN, SPECIAL_TOKENS
 
-# --- one place for every special token and id-bearing string ---------------------------------
-BOS, EOS, PAD, UNK = "<s>", "</s>", "<pad>", "<unk>"
-SPECIAL_TOKENS = (BOS, EOS, PAD, UNK, IMAGE_TOKEN)  # ids 0..4 in the tiny tokenizer, in this order
+# --- the conversation format's strings (the special tokens are the tiny LM's, utils.tiny_lm) ----
 USER, ASSISTANT = "USER:", " ASSISTANT:"  # the assistant marker starts with a space, as it follows the user's text
-IGNORE_INDEX = -100  # cross_entropy's ignore_index: positions the loss skips
 SHORT_ANSWER = "Answer the question using a single word or phrase."  # LLaVA-1.5's suffix for short answers
 CAPTION_PROMPT = "Write a short caption for the image."
 
@@ -109,7 +112,7 @@ def mask_labels(input_ids: torch.Tensor, marker: Sequence[int], eos_id: int) -> 
     if not marker:
         raise ValueError("the assistant marker is empty; pass the ids of ' ASSISTANT:'")
     ids = input_ids.tolist()
-    labels = torch.full_like(input_ids, IGNORE_INDEX)
+    labels = torch.full_like(input_ids, IGNORE_INDEX)  # (L,)
     i, m = 0, len(marker)
     while i <= len(ids) - m:
         if ids[i:i + m] != marker:
@@ -126,10 +129,6 @@ def mask_labels(input_ids: torch.Tensor, marker: Sequence[int], eos_id: int) -> 
 
 
 # --- the tiny model -------------------------------------------------------------------------------
-TINY_TEXT = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=6, num_attention_heads=4,
-                 num_key_value_heads=4, max_position_embeddings=512, rms_norm_eps=1e-5, tie_word_embeddings=True)
-
-
 def tokenizer_corpus(scenes: Sequence[Scene], records: Sequence[Mapping[str, Any]], *, qa_scenes: int = 3000,
                      repeats: int = 50) -> list[str]:
     """Every kind of text a ShapesWorld LLaVA reads, for :func:`build_tokenizer` to learn its merges from.
@@ -137,40 +136,24 @@ def tokenizer_corpus(scenes: Sequence[Scene], records: Sequence[Mapping[str, Any
     Captions of ``scenes``, the questions and answers of the first ``qa_scenes`` of them, every turn
     of the instruction ``records``, and the fixed prompt words repeated ``repeats`` times.
     """
-    corpus = [s.caption for s in scenes] + [f"{q} {a}" for s in scenes[:qa_scenes] for q, a in s.qa]
-    corpus += [t["value"] for r in records for t in r["conversations"]]
-    corpus += [SHORT_ANSWER, CAPTION_PROMPT, "USER: ASSISTANT:", "in the image?"] * repeats
-    return corpus
+    turns = [t["value"] for r in records for t in r["conversations"]]
+    fixed = [SHORT_ANSWER, CAPTION_PROMPT, "USER: ASSISTANT:", "in the image?"]
+    return tiny_lm.tokenizer_corpus(scenes, "{q} {a}", turns, fixed, qa_scenes=qa_scenes, repeats=repeats)
 
 
 def build_tokenizer(texts: Iterable[str], vocab_size: int = 1024):
-    """A GPT-2-style byte-level BPE trained on ``texts``, with the special tokens of :data:`SPECIAL_TOKENS`.
-
-    Returns a ``PreTrainedTokenizerFast`` whose image token is ``<image>`` and whose chat
-    template is :data:`CHAT_TEMPLATE`.
-    """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tokenizer = Tokenizer(models.BPE(unk_token=UNK))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tokenizer.train_from_iterator(texts, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=BOS, eos_token=EOS, pad_token=PAD,
-                                   unk_token=UNK, extra_special_tokens={"image_token": IMAGE_TOKEN})
-    fast.chat_template = CHAT_TEMPLATE
-    return fast
+    """The tiny LM's byte-level BPE trained on ``texts``, with ``<image>`` as its image token and
+    LLaVA-1.5's conversation format (:data:`CHAT_TEMPLATE`) as its chat template."""
+    tokenizer = tiny_lm.build_tokenizer(texts, vocab_size, name_image_token=True)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
 
 
 def tiny_llava_config(vision_config: Any, vocab_size: int, **text_overrides: Any):
-    """LlavaConfig: the given CLIP vision config, a Llama-style LM of :data:`TINY_TEXT`, LLaVA-1.5's MLP projector."""
-    from transformers import LlamaConfig, LlavaConfig
+    """LlavaConfig: the given CLIP vision config, the tiny LM named "llava", LLaVA-1.5's MLP projector."""
+    from transformers import LlavaConfig
 
-    text = LlamaConfig(vocab_size=vocab_size, bos_token_id=0, eos_token_id=1, pad_token_id=2,
-                       **{**TINY_TEXT, **text_overrides})
+    text = tiny_lm.TinyLMConfig.named("llava", **text_overrides).to_llama(vocab_size)
     return LlavaConfig(vision_config=vision_config, text_config=text, image_token_index=SPECIAL_TOKENS.index(IMAGE_TOKEN),
                        projector_hidden_act="gelu", vision_feature_select_strategy="default",
                        vision_feature_layer=-2, multimodal_projector_bias=True, tie_word_embeddings=True)
@@ -237,17 +220,17 @@ def encode_conversation(tokenizer: Any, messages: Sequence[Mapping[str, Any]], i
     expanded: list[int] = []
     for t in ids:
         expanded.extend([t] * image_tokens if t == image_id else [t])
-    input_ids = torch.tensor(expanded[:max_length] if max_length else expanded)
+    input_ids = torch.tensor(expanded[:max_length] if max_length else expanded)  # (L,): N image tokens in place of one
     marker = tokenizer(ASSISTANT, add_special_tokens=False)["input_ids"]
-    return Encoded(input_ids, mask_labels(input_ids, marker, tokenizer.eos_token_id))
+    return Encoded(input_ids, mask_labels(input_ids, marker, tokenizer.eos_token_id))  # labels (L,)
 
 
 def collate(items: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad a batch: input_ids and attention_mask with the pad id and 0, labels with -100."""
     length = max(len(it.input_ids) for it in items)
-    input_ids = torch.full((len(items), length), pad_id)
-    labels = torch.full((len(items), length), IGNORE_INDEX)
-    attention = torch.zeros((len(items), length), dtype=torch.long)
+    input_ids = torch.full((len(items), length), pad_id)  # (B, L)
+    labels = torch.full((len(items), length), IGNORE_INDEX)  # (B, L)
+    attention = torch.zeros((len(items), length), dtype=torch.long)  # (B, L): 1 on real tokens
     for row, it in enumerate(items):
         n = len(it.input_ids)
         input_ids[row, :n], labels[row, :n], attention[row, :n] = it.input_ids, it.labels, 1
@@ -281,12 +264,12 @@ def answer_questions(model: Any, processor: Any, images: Sequence[Any], question
             chunk_i = [load_image(image) for image in images[start:start + batch_size]]
             prompts = [processor.apply_chat_template([user_message(q, image_first=image_first)],  # refuses blank questions
                                                      add_generation_prompt=True) for q in chunk_q]
-            inputs = processor(images=chunk_i, text=prompts, return_tensors="pt", padding=True)
-            inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+            inputs = processor(images=chunk_i, text=prompts, return_tensors="pt", padding=True)  # input_ids (B, L)
+            inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)  # (B, C, H, W)
             with torch.no_grad():
                 out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                                     pad_token_id=tokenizer.pad_token_id)
-            new = out[:, inputs["input_ids"].shape[1]:]
+                                     pad_token_id=tokenizer.pad_token_id)  # (B, L + new tokens)
+            new = out[:, inputs["input_ids"].shape[1]:]  # (B, new tokens)
             answers += [a.strip() for a in tokenizer.batch_decode(new, skip_special_tokens=True)]
     finally:
         tokenizer.padding_side = old_side
@@ -364,113 +347,3 @@ def pope(model: Any, processor: Any, scenes: Sequence[Scene], per_scene: int = 2
     answers = answer_questions(model, processor, [scenes[i].render() for i, _, _ in probes],
                                [short_question(q) for _, q, _ in probes], **kwargs)
     return pope_scores([t for _, _, t in probes], answers)
-
-
-# --- SPHINX-style weight mixing -------------------------------------------------------------------------
-def mix_state_dicts(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], beta: float) -> dict[str, torch.Tensor]:
-    """theta_mix = beta * theta_a + (1 - beta) * theta_b, tensor by tensor; both must share one architecture."""
-    if not 0.0 <= beta <= 1.0:
-        raise ValueError(f"beta must lie in [0, 1], got {beta}")
-    if a.keys() != b.keys():
-        missing = sorted(set(a) ^ set(b))[:3]
-        raise ValueError(f"the two checkpoints have different parameters (e.g. {missing}); mixing needs one architecture")
-    mixed = {}
-    for name in a:
-        if a[name].shape != b[name].shape:
-            raise ValueError(f"{name}: shapes {tuple(a[name].shape)} and {tuple(b[name].shape)} differ")
-        if a[name].is_floating_point():
-            mixed[name] = beta * a[name].float() + (1 - beta) * b[name].float()
-        else:
-            mixed[name] = a[name].clone()
-    return mixed
-
-
-# --- CogVLM's visual expert ---------------------------------------------------------------------------
-class VisualExpertBlock(torch.nn.Module):
-    """One pre-norm transformer block with CogVLM's visual expert.
-
-    Text tokens use the (frozen) language model's QKV projection and feed-forward network; image
-    tokens use their own copies (the trainable expert). All tokens then attend to each other
-    under one causal mask, so text still reads the image and the image part still reads the text
-    before it. :meth:`copy_text_to_image` starts the expert as a copy of the text weights: the
-    block then computes exactly what the plain language-model block computes.
-    """
-
-    def __init__(self, dim: int, heads: int, hidden: int) -> None:
-        super().__init__()
-        if dim % heads:
-            raise ValueError(f"dim {dim} is not divisible by heads {heads}")
-        self.heads = heads
-        self.norm1, self.norm2 = torch.nn.LayerNorm(dim), torch.nn.LayerNorm(dim)
-        self.qkv_text, self.qkv_image = torch.nn.Linear(dim, 3 * dim), torch.nn.Linear(dim, 3 * dim)
-        self.out = torch.nn.Linear(dim, dim)  # shared, as in CogVLM's figure only QKV and FFN are doubled
-        self.ffn_text = torch.nn.Sequential(torch.nn.Linear(dim, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, dim))
-        self.ffn_image = torch.nn.Sequential(torch.nn.Linear(dim, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, dim))
-
-    def copy_text_to_image(self) -> "VisualExpertBlock":
-        """Initialise the expert from the text weights (CogVLM starts from the LLM's own)."""
-        self.qkv_image.load_state_dict(self.qkv_text.state_dict())
-        self.ffn_image.load_state_dict(self.ffn_text.state_dict())
-        return self
-
-    @staticmethod
-    def _route(x: torch.Tensor, is_image: torch.Tensor, text_fn, image_fn) -> torch.Tensor:
-        return torch.where(is_image[..., None], image_fn(x), text_fn(x))
-
-    def forward(self, x: torch.Tensor, is_image: torch.Tensor) -> torch.Tensor:
-        """``x`` (B, L, D); ``is_image`` (B, L) bool, True at image positions."""
-        if is_image.shape != x.shape[:2] or is_image.dtype != torch.bool:
-            raise ValueError(f"is_image must be a bool tensor of shape {tuple(x.shape[:2])}, got "
-                             f"{tuple(is_image.shape)} {is_image.dtype}")
-        b, length, d = x.shape
-        qkv = self._route(self.norm1(x), is_image, self.qkv_text, self.qkv_image)
-        q, k, v = qkv.view(b, length, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        attended = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
-        x = x + self.out(attended.transpose(1, 2).reshape(b, length, d))
-        return x + self._route(self.norm2(x), is_image, self.ffn_text, self.ffn_image)
-
-    def plain_forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The same block with the text weights for every token: the frozen LM's own computation."""
-        return self.forward(x, torch.zeros(x.shape[:2], dtype=torch.bool))
-
-
-# --- tool use in the style of ViperGPT ------------------------------------------------------------
-class ShapeTools:
-    """The chapter's tiny LLaVA wrapped as two tools a program can call.
-
-    ``find(image)``: the objects in the image as (colour, shape) pairs, by asking the model the
-    15 existence questions (a detector built from yes/no answers); ``ask(image, question)``: a
-    one-word answer. ``calls`` counts the model calls.
-    """
-
-    def __init__(self, model: Any, processor: Any) -> None:
-        self.model, self.processor, self.calls = model, processor, 0
-
-    def ask_many(self, images: Sequence[Any], questions: Sequence[str]) -> list[str]:
-        self.calls += len(questions)
-        return [first_word(a) for a in answer_questions(self.model, self.processor, images,
-                                                         [short_question(q) for q in questions])]
-
-    def ask(self, image: Any, question: str) -> str:
-        return self.ask_many([image], [question])[0]
-
-    def find(self, image: Any) -> list[tuple[str, str]]:
-        pairs = [(c, s) for c in COLOURS for s in SHAPES]
-        said = self.ask_many([image] * len(pairs), [f"Is there a {c} {s} in the image?" for c, s in pairs])
-        return [pair for pair, answer in zip(pairs, said) if answer == "yes"]
-
-
-def colour_left_of(tools: ShapeTools, image: Any, anchor: str) -> str:
-    """A program for "What colour is the shape to the left of the {anchor}?" built from tool calls.
-
-    Find the objects, ask where each one is relative to the anchor, and ask the colour of the
-    one on its left. Returns "none" when the anchor is missing or nothing is left of it.
-    """
-    found = tools.find(image)
-    shapes = [s for _, s in found]
-    if anchor not in shapes:
-        return "none"
-    for colour, shape in found:
-        if shape != anchor and tools.ask(image, f"Where is the {shape} relative to the {anchor}?") == "left":
-            return tools.ask(image, f"What colour is the {shape}?")
-    return "none"

@@ -29,10 +29,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from utils.shapes import COLOURS, SHAPES, Scene, relation
-from utils.training import warmup_cosine_schedule
+from utils.training import ramped_cosine_schedule
 
-PAIRS = [(c, s) for c in COLOURS for s in SHAPES]
-BACKGROUND_PAIR = len(PAIRS)  # class id of "no object here"
+COLOUR_SHAPE_PAIRS = [(c, s) for c in COLOURS for s in SHAPES]
+BACKGROUND_PAIR = len(COLOUR_SHAPE_PAIRS)  # class id of "no object here"
 SIZE_NAMES = ("small", "large", "background")
 RELATION_NAMES = ("none", "to the left of", "to the right of", "above", "below")
 
@@ -73,16 +73,16 @@ def vision_targets(scene: Scene, grid: int) -> dict[str, torch.Tensor]:
         x, y = (column + 0.5) / grid, (row + 0.5) / grid
         for o in scene.objects:
             if _inside(o.shape, o.box, x, y):
-                pair[index] = PAIRS.index((o.colour, o.shape))
+                pair[index] = COLOUR_SHAPE_PAIRS.index((o.colour, o.shape))
                 size[index] = SIZE_NAMES.index(o.size)
                 for k, shape in enumerate(SHAPES):
                     other = by_shape.get(shape)
                     if other is not None and other is not o:
                         rel[index, k] = RELATION_NAMES.index(relation(o, other))
                 break
-    present = torch.zeros(len(PAIRS))
+    present = torch.zeros(len(COLOUR_SHAPE_PAIRS))
     for o in scene.objects:
-        present[PAIRS.index((o.colour, o.shape))] = 1.0
+        present[COLOUR_SHAPE_PAIRS.index((o.colour, o.shape))] = 1.0
     return {"pair": pair, "size": size, "relation": rel, "present": present}
 
 
@@ -99,10 +99,10 @@ class VisionPretrainingHead(nn.Module):
 
     def __init__(self, dim: int) -> None:
         super().__init__()
-        self.pair = nn.Linear(dim, len(PAIRS) + 1)
+        self.pair = nn.Linear(dim, len(COLOUR_SHAPE_PAIRS) + 1)
         self.size = nn.Linear(dim, len(SIZE_NAMES))
         self.relation = nn.Linear(dim, len(SHAPES) * len(RELATION_NAMES))
-        self.present = nn.Linear(dim, len(PAIRS))
+        self.present = nn.Linear(dim, len(COLOUR_SHAPE_PAIRS))
 
     def forward(self, patches: torch.Tensor) -> dict[str, torch.Tensor]:
         b, n, _ = patches.shape
@@ -160,7 +160,7 @@ def pretrain_vision(vision_model: nn.Module, pixel_values: torch.Tensor, scenes:
     head = VisionPretrainingHead(config.hidden_size)
     parameters = list(vision_model.parameters()) + list(head.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=0.01)
-    schedule = warmup_cosine_schedule(optimizer, steps)
+    schedule = ramped_cosine_schedule(optimizer, steps)
     generator = torch.Generator().manual_seed(seed)
     vision_model.train()
     for step in range(steps):

@@ -56,18 +56,33 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
     return (predict(model, images, batch_size).argmax(-1) == labels).float().mean().item()
 
 
-def cosine_with_warmup(step: int, total: int, warmup: int) -> float:
-    """Learning-rate multiplier: linear warm-up to 1, then cosine decay to 0."""
+# Three learning-rate schedules, each a LambdaLR whose multiplier starts with a linear warm-up.
+def warmup_then_cosine(step: int, total: int, warmup: int) -> float:
+    """Learning-rate multiplier: linear warm-up to 1 over ``warmup`` steps, then a cosine decay to 0 over the rest."""
     if step < warmup:
         return (step + 1) / warmup
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
-def warmup_cosine_schedule(optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """LambdaLR for ``steps`` steps: a linear warm-up over the first 5%, times a cosine decay over the whole run."""
+def warmup_then_cosine_schedule(optimizer: torch.optim.Optimizer, total: int, warmup: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """:func:`warmup_then_cosine` as a scheduler: call ``.step()`` after each optimizer step."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_then_cosine(s, total, warmup))
+
+
+def ramped_cosine_schedule(optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """One cosine decay over all ``steps``, ramped up by a linear warm-up over their first 5%.
+
+    Unlike :func:`warmup_then_cosine`, the cosine starts at step 0: the two curves overlap.
+    """
     warmup = max(1, steps // 20)
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+
+
+def warmup_then_constant_schedule(optimizer: torch.optim.Optimizer, warmup: int = 50) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over ``warmup`` steps, then the full learning rate for as long as training runs
+    (for runs that stop at a gate rather than after a set number of steps)."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
 
 
 def train_classifier(
@@ -93,9 +108,7 @@ def train_classifier(
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = math.ceil(len(images) / batch_size)
     total = epochs * steps_per_epoch
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: cosine_with_warmup(s, total, max(1, int(warmup_fraction * total)))
-    )
+    schedule = warmup_then_cosine_schedule(optimizer, total, max(1, int(warmup_fraction * total)))
     history = History()
     start = time.perf_counter()
     bar = progress(total=total, desc="training", disable=not show_progress)
