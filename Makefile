@@ -1,6 +1,7 @@
 # The course's commands. Each sets up .venv itself (reinstalling only when requirements.txt changes).
 #   make book    execute every chapter in tiny mode, then build the Jupyter Book into _build/html
 #   make test    unit, parity, checker and notebook (nbval) tests, plus the book build and screenshots
+#   make check   the quick inner loop: unit tests without the notebooks and the slow tests (under a minute)
 #   make test-portable   make test again under two other floating-point configurations (before closing
 #                work that touches a notebook)
 #   make lab     JupyterLab on the repository
@@ -20,7 +21,7 @@ export PYTHONHASHSEED := 0
 NOTEBOOKS := $(sort $(wildcard chapters/*.ipynb solutions/*.ipynb))
 JOBS ?= 2
 
-.PHONY: book test test-portable lab sync assets pins bench setup clean
+.PHONY: book test check test-portable lab sync assets pins bench setup clean
 
 setup:
 	@scripts/setup_env.sh python
@@ -36,6 +37,10 @@ test:
 	$(PY) -m pytest -n $(JOBS) --dist loadfile --durations=15 \
 	  --nbval --nbval-current-env --nbval-sanitize-with sanitize.cfg \
 	  tests chapters solutions
+
+check:
+	@scripts/setup_env.sh python
+	$(PY) -m pytest -n $(JOBS) -m "not slow" tests
 
 test-portable:
 	@scripts/setup_env.sh browser

@@ -126,7 +126,8 @@ class Examples:
                 stop = self.words(".")
                 ids += stop
                 labels += [IGNORE_INDEX] * len(stop)
-        assert self.tok.decode(ids[1:]).startswith(build_prompt(turns[:-1], turns[-1][0])), "format drifted from utils.chat"
+        assert self.tok.decode(ids[1:]).startswith(build_prompt(turns[:-1], turns[-1][0])), \
+            "the format drifted from utils.chat"
         return Row(i, ids, labels)
 
     def question(self, rng: random.Random, i: int, kind: str | None) -> Row | None:
@@ -256,15 +257,29 @@ def probe_on_prompts(run: Run) -> dict[str, float]:
 
 
 # --- stage 0: the image encoder ---------------------------------------------------------------------
-def patch_lesson(run: Run) -> None:
-    """The tiny CLIP's image tower in BLIP's layout, trained on the patch lesson, then frozen."""
-    vision, saved = run.model.vision_model, run.cache_file("vision.pt")
+def cached_stage(run: Run, file: str, module: torch.nn.Module, key: str, timing: str,
+                 train: Callable[[], None]) -> None:
+    """``train()`` the stage, or with --cache and a saved file restore ``module`` and its report instead.
+
+    ``train`` fills ``run.report[key]`` and ``run.timings[timing]``; both are kept with the weights.
+    """
+    saved = run.cache_file(file)
     if saved and saved.exists():
         state = torch.load(saved, weights_only=True)
-        vision.load_state_dict(state["vision"])
-        run.report["patch lesson"], run.timings["patch lesson"] = state["lesson"], state["seconds"]
-        print(f"[patches] from {saved}: {state['lesson']}", flush=True)
-    else:
+        module.load_state_dict(state["weights"])
+        run.report[key], run.timings[timing] = state["report"], state["seconds"]
+        print(f"[{key}] from {saved}: {state['report']}", flush=True)
+        return
+    train()
+    if saved:
+        torch.save({"weights": module.state_dict(), "report": run.report[key], "seconds": run.timings[timing]}, saved)
+
+
+def patch_lesson(run: Run) -> None:
+    """The tiny CLIP's image tower in BLIP's layout, trained on the patch lesson, then frozen."""
+    vision = run.model.vision_model
+
+    def train() -> None:
         start = time.perf_counter()
         blip2.vision_from_clip(vision, run.clip_vision_state)
         head = patches.pretrain_vision(vision, run.pixels, run.scenes, steps=run.args.patch_steps, layer=-1,
@@ -275,9 +290,7 @@ def patch_lesson(run: Run) -> None:
         run.timings["patch lesson"] = time.perf_counter() - start
         print(f"[patches] per-patch accuracy {run.report['patch lesson']} ({run.timings['patch lesson']:.0f} s)",
               flush=True)
-        if saved:
-            torch.save({"vision": vision.state_dict(), "lesson": run.report["patch lesson"],
-                        "seconds": run.timings["patch lesson"]}, saved)
+    cached_stage(run, "vision.pt", vision, "patch lesson", "patch lesson", train)
     run.clip_vision_state = None
     vision.requires_grad_(False)
     vision.eval()
@@ -309,7 +322,8 @@ def text_batch(run: Run, rng: random.Random, weights: dict[str, float]) -> tuple
     return rows, looks
 
 
-def look_loss(attentions: tuple[torch.Tensor, ...], looks: list[tuple[int, int, int]], args: argparse.Namespace) -> torch.Tensor:
+def look_loss(attentions: tuple[torch.Tensor, ...], looks: list[tuple[int, int, int]],
+              args: argparse.Namespace) -> torch.Tensor:
     """-log(attention on the answer's note slot) at the position that predicts the answer."""
     row, where, slot = (torch.tensor(x) for x in zip(*looks))
     attention = attentions[args.look_layer]  # (B, nh, L, L)
@@ -319,13 +333,9 @@ def look_loss(attentions: tuple[torch.Tensor, ...], looks: list[tuple[int, int, 
 
 def text_pretraining(run: Run) -> None:
     """Train the LM on notes and text until every kind reaches --text-gate, then freeze it."""
-    args, lm, saved = run.args, run.model.language_model, run.cache_file("lm.pt")
-    if saved and saved.exists():
-        state = torch.load(saved, weights_only=True)
-        lm.load_state_dict(state["lm"])
-        run.report["text"], run.timings["text pretraining"] = state["report"], state["seconds"]
-        print(f"[text] from {saved}: {state['report']}", flush=True)
-    else:
+    args, lm = run.args, run.model.language_model
+
+    def train() -> None:
         start = time.perf_counter()
         with tiny_lm.eager_attention(lm):  # the look loss needs the attention weights
             steps = text_steps(run, start)
@@ -334,10 +344,9 @@ def text_pretraining(run: Run) -> None:
                               **probe_on_notes(run)}
         run.timings["text pretraining"] = time.perf_counter() - start
         print(f"[text] done: {run.report['text']} ({run.timings['text pretraining']:.0f} s)", flush=True)
-        if saved:
-            run.tokenizer.save_pretrained(args.cache / "text")
-            torch.save({"lm": lm.state_dict(), "report": run.report["text"], "seconds": run.timings["text pretraining"]},
-                       saved)
+        if args.cache:
+            run.tokenizer.save_pretrained(args.cache / "text")  # the LM's ids mean nothing without it
+    cached_stage(run, "lm.pt", lm, "text", "text pretraining", train)
     lm.requires_grad_(False)
     lm.eval()
 
@@ -392,7 +401,8 @@ def bridge_training(run: Run) -> None:
             torch.cat([model.vision_model(pixel_values=x[i:i + 500]).last_hidden_state for i in range(0, len(x), 500)])
             for x in (run.pixels, run.check_pixels))  # (B, N, E)
     trainable = [model.query_tokens, *model.qformer.parameters(), *model.language_projection.parameters()]
-    run.report["trainable"], run.report["total"] = sum(p.numel() for p in trainable), sum(p.numel() for p in model.parameters())
+    run.report["trainable"] = sum(p.numel() for p in trainable)
+    run.report["total"] = sum(p.numel() for p in model.parameters())
     print(f"[bridge] trainable {run.report['trainable']:,} of {run.report['total']:,}", flush=True)
     embedding = lm.get_input_embeddings()
     optimizer = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=0.01)

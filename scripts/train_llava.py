@@ -193,7 +193,8 @@ def prepare(args: argparse.Namespace) -> Run:
     train = ShapesWorld(args.train_scenes, seed=5, split="train")
     contexts = [ImageContext.from_scene(s) for s in train.scenes]
     records, rejected = generate_dataset(contexts, seed=0, cycle_types=True)
-    print(f"[data] {len(train.scenes)} scenes, {len(records)} instruction records ({len(rejected)} rejected)", flush=True)
+    print(f"[data] {len(train.scenes)} scenes, {len(records)} instruction records ({len(rejected)} rejected)",
+          flush=True)
     tokenizer = llava.build_tokenizer(llava.tokenizer_corpus(train.scenes, records))  # from every text the model reads
     clip = CLIPModel.from_pretrained(zoo.path("clip", mode="tiny"), dtype=torch.float32)
     config = llava.tiny_llava_config(clip.config.vision_config, vocab_size=len(tokenizer),
@@ -207,9 +208,9 @@ def prepare(args: argparse.Namespace) -> Run:
                check.images() * 2 - 1)
 
 
-def train_steps(run: Run, model: Any, sample: Callable[[random.Random, int], Batch], *, steps: int, lr: float, name: str,
-                log_every: int = 250, probe: Callable[[Any], str] | None = None, probe_every: int = 1000,
-                gate: Gate | None = None, gate_every: int = 100) -> float:
+def train_steps(run: Run, model: Any, sample: Callable[[random.Random, int], Batch], *, steps: int, lr: float,
+                name: str, log_every: int = 250, probe: Callable[[Any], str] | None = None,
+                probe_every: int = 1000, gate: Gate | None = None, gate_every: int = 100) -> float:
     """AdamW over the model's trainable parameters; returns the seconds taken.
 
     ``sample(rng, n)`` returns a batch. Batches are homogeneous (all short QA, all compact or all

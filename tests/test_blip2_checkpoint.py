@@ -50,6 +50,7 @@ def test_captions_meet_the_target(tiny, held_out) -> None:
     assert scores["words"] >= 0.80, scores
 
 
+@pytest.mark.slow  # generates answers to hundreds of questions
 def test_answers_meet_the_target_and_use_the_image(tiny, held_out) -> None:
     """A fresh load answers at least 80% of held-out questions, as training recorded, and the image
     carries the information: on a blank picture the same questions fare far worse."""

@@ -13,6 +13,8 @@ import pytest
 
 from scripts import build_book, notebook_header
 
+pytestmark = pytest.mark.slow  # builds the whole book and opens it in Chromium
+
 ROOT = Path(__file__).resolve().parent.parent
 HTML = ROOT / "_build" / "html"
 SHOTS = ROOT / "_build" / "screenshots"

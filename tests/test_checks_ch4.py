@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from utils import checks, llava
+
+from tests import solutions
 from utils.instruct import FactChecker, box_relation
 
 
@@ -204,27 +206,8 @@ def test_mask_labels_checker_names_the_mistake(planted, hint: str) -> None:
 
 # --- Exercise 4.3: a region check for the fact checker ---------------------------------------------------
 
-REGION = re.compile(checks.REGION_PATTERN, re.IGNORECASE)
-
-
-class RegionChecker(FactChecker):
-    CHECKS = FactChecker.CHECKS + ("regions",)
-
-    def check_regions(self, sentence):
-        match = REGION.search(sentence.text)
-        if match is None or sentence.negated or not sentence.mentions:
-            return []
-        obj = self._one(sentence.mentions[0])
-        if obj is None:
-            return []
-        self.checked["region"] += 1
-        row, column = (g.lower() if g else None for g in match.groups())
-        holds = {"left": obj.cx < 0.5, "right": obj.cx > 0.5, "top": obj.cy < 0.5, "bottom": obj.cy > 0.5}
-        wrong = [word for word in (row, column) if word and not holds[word]]
-        if not wrong:
-            return []
-        return [f"region: {sentence.text!r} puts the {obj.label} {' '.join(wrong)}, but its centre is at "
-                f"({obj.cx:.2f}, {obj.cy:.2f})"]
+# The solution's own RegionChecker, so the checker is tested against what readers are given.
+RegionChecker = solutions.load("04_llava_solutions", "RegionChecker")["RegionChecker"]
 
 
 def region_variant(name: str = "", **switches):

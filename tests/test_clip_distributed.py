@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+pytestmark = pytest.mark.slow  # starts torchrun with two processes
+
 ROOT = Path(__file__).resolve().parent.parent
 SMALL_RUN = ["--train-scenes", "64", "--batch-size", "16"]
 

@@ -29,6 +29,7 @@ def test_shipped_checkpoint_is_small_and_records_its_recipe() -> None:
     assert (TINY / "variant_descriptions.safetensors").exists()
 
 
+@pytest.mark.slow  # generates answers to hundreds of questions
 def test_shipped_checkpoint_meets_the_chapter_targets(tiny) -> None:
     model, processor = tiny
     assert model.config.image_first is True  # LLaVA-1.5's layout

@@ -64,7 +64,8 @@ def warmup_then_cosine(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
-def warmup_then_cosine_schedule(optimizer: torch.optim.Optimizer, total: int, warmup: int) -> torch.optim.lr_scheduler.LambdaLR:
+def warmup_then_cosine_schedule(optimizer: torch.optim.Optimizer, total: int,
+                                warmup: int) -> torch.optim.lr_scheduler.LambdaLR:
     """:func:`warmup_then_cosine` as a scheduler: call ``.step()`` after each optimizer step."""
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_then_cosine(s, total, warmup))
 
@@ -79,7 +80,8 @@ def ramped_cosine_schedule(optimizer: torch.optim.Optimizer, steps: int) -> torc
         optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
 
 
-def warmup_then_constant_schedule(optimizer: torch.optim.Optimizer, warmup: int = 50) -> torch.optim.lr_scheduler.LambdaLR:
+def warmup_then_constant_schedule(optimizer: torch.optim.Optimizer,
+                                  warmup: int = 50) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warm-up over ``warmup`` steps, then the full learning rate for as long as training runs
     (for runs that stop at a gate rather than after a set number of steps)."""
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))

@@ -12,13 +12,7 @@ from utils.instruct.context import ImageContext
 from utils.instruct.facts import FactChecker
 from utils.instruct.llm import ReplyFormatError
 from utils.instruct.records import (
-    RESPONSE_TYPES,
-    Generator,
-    check_response_type,
-    make_record,
-    record_turns,
-    record_type,
-    strip_image,
+    RESPONSE_TYPES, Generator, check_response_type, make_record, record_turns, record_type, strip_image,
     validate_record,
 )
 from utils.instruct.rules import rule_based_turns

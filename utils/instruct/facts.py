@@ -7,26 +7,12 @@ from collections import Counter
 from typing import Any, Iterable, Mapping
 
 from utils.instruct.context import (
-    COLOUR_WORDS,
-    POSITION_TOLERANCE,
-    SHAPE_WORDS,
-    SIZE_TOLERANCE,
-    ImageContext,
-    LabelledBox,
-    article,
-    box_relation,
-    join_words,
-    plural,
+    COLOUR_WORDS, POSITION_TOLERANCE, SHAPE_WORDS, SIZE_TOLERANCE, ImageContext, LabelledBox, article,
+    box_relation, join_words, plural,
 )
 from utils.instruct.records import GPT
 from utils.instruct.sentences import (
-    CLAUSE_BREAKS,
-    TOKEN_PATTERN,
-    Mention,
-    Sentence,
-    SentenceReader,
-    is_negation,
-    split_sentences,
+    CLAUSE_BREAKS, TOKEN_PATTERN, Mention, Sentence, SentenceReader, is_negation, split_sentences,
 )
 
 # The checks' own words: counts framed as totals, relations, superlatives.

@@ -10,14 +10,7 @@ from typing import Callable, Sequence
 
 from utils.shapes import COLOURS, SHAPES
 from utils.instruct.context import (
-    CLEAR_MARGIN,
-    SIZE_TOLERANCE,
-    ImageContext,
-    LabelledBox,
-    article,
-    box_relation,
-    join_words,
-    number_word,
+    CLEAR_MARGIN, SIZE_TOLERANCE, ImageContext, LabelledBox, article, box_relation, join_words, number_word,
     plural,
 )
 from utils.instruct.records import Turn, check_response_type
@@ -25,8 +18,7 @@ from utils.instruct.records import Turn, check_response_type
 # --- generator 1: rules ------------------------------------------------------------------------
 
 DETAIL_INSTRUCTIONS: tuple[str, ...] = (
-    "Describe the image in detail.",
-    "Give a thorough description of this picture.",
+    "Describe the image in detail.", "Give a thorough description of this picture.",
     "What do you see in this image? Please describe it fully.",
     "Write a detailed paragraph about what the image shows.",
     "Walk me through everything that is visible in the picture.",
@@ -175,26 +167,29 @@ def _ask_where(f: _Facts) -> Turn | None:
     return q, f"The {o.label} is {_region(o)}."
 
 
+def _two_objects(f: _Facts) -> list[LabelledBox] | None:
+    """Two distinct, uniquely named objects drawn at random, or None when the context has fewer."""
+    return f.rng.sample(f.unique, 2) if len(f.unique) >= 2 else None
+
+
 def _ask_relation(f: _Facts) -> Turn | None:
-    rng = f.rng
-    if len(f.unique) < 2:
+    if (pair := _two_objects(f)) is None:
         return None
-    a, b = rng.sample(f.unique, 2)
-    q = rng.choice((f"Where is the {a.label} relative to the {b.label}?",
+    a, b = pair
+    q = f.rng.choice((f"Where is the {a.label} relative to the {b.label}?",
                     f"What is the position of the {a.label} compared with the {b.label}?",
                     f"How is the {a.label} placed with respect to the {b.label}?"))
     return q, f"The {a.label} is {box_relation(a.box, b.box)} the {b.label}."
 
 
 def _ask_yes_no_relation(f: _Facts) -> Turn | None:
-    rng = f.rng
-    if len(f.unique) < 2:
+    if (pair := _two_objects(f)) is None:
         return None
-    a, b = rng.sample(f.unique, 2)
+    a, b = pair
     truth = box_relation(a.box, b.box)
     opposite = {"to the left of": "to the right of", "to the right of": "to the left of",
                 "above": "below", "below": "above"}[truth]
-    asked = rng.choice((truth, opposite))  # never the other axis: its answer may be unclear
+    asked = f.rng.choice((truth, opposite))  # never the other axis: its answer may be unclear
     q = f"Is the {a.label} {asked} the {b.label}?"
     if asked == truth:
         return q, f"Yes, the {a.label} is {truth} the {b.label}."
@@ -231,16 +226,8 @@ def _ask_extreme(f: _Facts) -> Turn | None:
 
 # Conversation questions, in this order before the shuffle; each returns None where it does not apply.
 CONVERSATION_QUESTIONS: tuple[Callable[[_Facts], Turn | None], ...] = (
-    _ask_count,
-    _ask_count_label,
-    _ask_colour,
-    _ask_shape,
-    _ask_size,
-    _ask_where,
-    _ask_relation,
-    _ask_yes_no_relation,
-    _ask_exists,
-    _ask_extreme,
+    _ask_count, _ask_count_label, _ask_colour, _ask_shape, _ask_size, _ask_where, _ask_relation,
+    _ask_yes_no_relation, _ask_exists, _ask_extreme,
 )
 
 
@@ -309,9 +296,9 @@ def _detail(f: _Facts) -> list[Turn]:
 
 def _reason_move(f: _Facts) -> Turn | None:
     rng, kind, kinds = f.rng, f.kind, f.kinds
-    if len(f.unique) < 2:
+    if (pair := _two_objects(f)) is None:
         return None
-    mover, target = rng.sample(f.unique, 2)
+    mover, target = pair
     to_right = rng.random() < 0.5
     direction, word, sign = ("to the right of", "leftmost", -1) if to_right else ("to the left of", "rightmost", 1)
     now = f.extreme("cx", sign)
@@ -404,12 +391,7 @@ def _reason_mirror(f: _Facts) -> Turn | None:
 
 # Complex-reasoning questions, in this order before the shuffle; each returns None where it does not apply.
 REASONING_QUESTIONS: tuple[Callable[[_Facts], Turn | None], ...] = (
-    _reason_move,
-    _reason_larger_count,
-    _reason_majority,
-    _reason_closest,
-    _reason_fit_twice,
-    _reason_mirror,
+    _reason_move, _reason_larger_count, _reason_majority, _reason_closest, _reason_fit_twice, _reason_mirror,
 )
 
 

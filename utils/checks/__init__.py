@@ -1,0 +1,38 @@
+"""Exercise checkers: run the learner's code, print a clear verdict, never raise.
+
+An exercise in a chapter is a stub that raises ``NotImplementedError`` until the learner fills
+it in, followed by a call such as ``checks.check_patchify(patchify)``. The checker prints one of
+
+    ✅ Exercise 1.1 (patchify): passed
+    ⏳ Exercise 1.1 (patchify): not attempted yet -- replace the `raise NotImplementedError` ...
+    ❌ Exercise 1.1 (patchify): wrong -- <what differs, and a hint>
+
+and returns a :class:`Verdict`, so the chapter runs top to bottom (and under nbval) with the
+stub still in place. Chapter-specific checkers build on :func:`run_check` and :func:`expect`.
+
+The checkers live one module per chapter (``ch0`` ... ``ch5``) on the machinery of ``core``;
+every checker is importable from ``utils.checks`` itself.
+"""
+
+from utils.checks.core import (
+    PASSED, NOT_ATTEMPTED, WRONG, Wrong, Verdict, expect, expect_close, run_check,
+)
+from utils.checks.ch0 import (
+    check_relation_from_boxes,
+)
+from utils.checks.ch1 import (
+    check_patchify, check_layer_norm, check_attention, check_vit_parameter_count,
+)
+from utils.checks.ch2 import (
+    check_clip_loss, check_siglip_loss, check_zero_shot_classify, check_recall_at_k,
+)
+from utils.checks.ch3 import (
+    check_itg_mask, check_build_prompt, check_cross_attention,
+)
+from utils.checks.ch4 import (
+    check_spatial_questions, check_mask_labels, REGION_PATTERN, check_region_checker, _mask_reference,
+    _region_claim,
+)
+from utils.checks.ch5 import (
+    check_q_sample, check_cosine_alpha_bars, check_posterior_mean,
+)
