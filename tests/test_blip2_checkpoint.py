@@ -108,3 +108,29 @@ def test_chat_with_the_real_model_remembers_and_truncates(tiny) -> None:
     assert bot.last_dropped > 0  # ten turns do not fit in 128 positions
     assert bot.last_prompt.startswith("Question: ") and bot.last_prompt.endswith(f"{scene.qa[9][0]} Answer:")
     assert bot.respond(history, "  ") == chat.EMPTY_QUESTION_REPLY
+
+
+def test_answers_needs_one_question_per_image_and_refuses_what_cannot_fit(tiny) -> None:
+    model, processor = tiny
+    image = make_scene(0).render()
+    with pytest.raises(ValueError, match="2 images but 1 questions"):
+        blip2.answers(model, processor, [image, image], ["What colour is the circle?"])
+    with pytest.raises(ValueError, match="1 images but 2 questions"):
+        blip2.answers(model, processor, [image], ["What colour is the circle?", "How many shapes are there?"])
+    with pytest.raises(TypeError, match="list of strings"):
+        blip2.answers(model, processor, [image], "What colour is the circle?")
+    with pytest.raises(ValueError, match="reserves for itself"):
+        blip2.answers(model, processor, [image], ["What is <image>?"])
+    long_question = "Is the circle " + "very " * 200 + "red?"
+    with pytest.raises(ValueError, match=r"does not fit.*language model has 128"):
+        blip2.answers(model, processor, [image], [long_question])
+
+
+def test_every_image_goes_through_load_image(tiny, tmp_path) -> None:
+    model, processor = tiny
+    path = tmp_path / "scene.png"
+    make_scene(3).render().save(path)
+    assert blip2.answers(model, processor, [path], ["How many shapes are there?"]) == \
+        blip2.answers(model, processor, [make_scene(3).render()], ["How many shapes are there?"])
+    with pytest.raises(Exception, match="inside this computer or its network"):
+        blip2.captions(model, processor, ["http://127.0.0.1:9/cat.png"])

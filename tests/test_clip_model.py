@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from transformers import CLIPModel, CLIPProcessor
@@ -79,3 +80,14 @@ def test_sentence_transformers_loads_the_same_folder(model: CLIPModel, processor
     ours = encode_images(model, processor, [s.render() for s in scenes])
     theirs = st.encode([s.render() for s in scenes], convert_to_tensor=True)
     torch.testing.assert_close(theirs, ours, atol=1e-5, rtol=1e-4)
+
+
+def test_encode_images_refuses_a_single_image_instead_of_misreading_it(model, processor, tmp_path) -> None:
+    scene = ShapesWorld(1, seed=5, split="test").scenes[0].render()
+    path = tmp_path / "scene.png"
+    scene.save(path)
+    array = np.array(scene)  # (H, W, C)
+    for one in (scene, str(path), path, array, torch.from_numpy(array).permute(2, 0, 1)):
+        with pytest.raises(TypeError, match=r"wrap a single image in a list: \[image\]"):
+            encode_images(model, processor, one)
+    assert encode_images(model, processor, [scene, str(path), array]).shape == (3, model.config.projection_dim)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import http.server
 import io
+import os
 import threading
+import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
+from utils import images
 from utils.images import SAMPLE_IMAGES, ImageLoadError, load_image, sample_image
 
 
@@ -62,6 +66,31 @@ def test_sixteen_bit_png_is_rescaled_to_eight_bit() -> None:
     values = np.asarray(image)[..., 0]
     assert image.mode == "RGB" and values.min() == 0 and values.max() == 255
     assert np.all(np.diff(values.ravel().astype(int)) >= 0)  # order preserved
+
+
+def test_sixteen_bit_and_float_images_keep_their_format_range() -> None:
+    white16 = Image.fromarray(np.full((3, 3), 65535, np.uint16))
+    assert load_image(png_bytes(white16)).getpixel((1, 1)) == (255, 255, 255)  # white stays white
+    mid = np.linspace(20000, 29900, 12, dtype=np.uint16).reshape(3, 4)
+    from_file, from_array = np.asarray(load_image(png_bytes(Image.fromarray(mid)))), np.asarray(load_image(mid))
+    assert np.array_equal(from_file, from_array) and from_file.min() == 78 and from_file.max() == 116
+    for constant in (Image.fromarray(np.full((2, 2), 30000, np.uint16)), Image.fromarray(np.full((2, 2), 30000, np.int32))):
+        assert load_image(constant).getpixel((0, 0)) == (117,) * 3, constant.mode  # I;16 and I: 30000 / 257
+    assert load_image(Image.fromarray(np.full((2, 2), 0.5, np.float32))).getpixel((0, 0)) == (128,) * 3  # mode F
+    with pytest.raises(ImageLoadError, match="outside 0..65535"):
+        load_image(Image.fromarray(np.full((2, 2), -5, np.int32)))
+
+
+def test_float_tiffs_with_nan_inf_or_out_of_range_are_refused(tmp_path: Path) -> None:
+    for bad, match in ((np.nan, "NaN or infinite"), (np.inf, "NaN or infinite"), (3.0, r"float values in \[0, 3\]")):
+        values = np.zeros((4, 4), np.float32)
+        values[1, 1] = bad
+        path = tmp_path / "bad.tiff"
+        Image.fromarray(values, mode="F").save(path)
+        with pytest.raises(ImageLoadError, match=match):
+            load_image(path)
+        with pytest.raises(ImageLoadError, match=match):
+            load_image(values)
 
 
 def test_cmyk_jpeg_is_converted() -> None:
@@ -168,6 +197,35 @@ def test_huge_image_is_refused_as_decompression_bomb() -> None:
     assert load_image(data).size == (4000, 4000)  # under the default cap it loads
 
 
+def test_the_pixel_cap_never_touches_pils_process_wide_limit() -> None:
+    data, before, seen = png_bytes(Image.new("L", (64, 64))), Image.MAX_IMAGE_PIXELS, set()
+    done = threading.Event()
+
+    def load_many() -> None:
+        for _ in range(100):
+            load_image(data, max_pixels=10**12)
+
+    threads = [threading.Thread(target=load_many) for _ in range(4)]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        seen.add(Image.MAX_IMAGE_PIXELS)
+    done.set()
+    assert seen <= {before} and Image.MAX_IMAGE_PIXELS == before
+
+
+def test_only_regular_files_are_read(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    outcome: list = []
+    reader = threading.Thread(target=lambda: outcome.append(pytest.raises(ImageLoadError, load_image, fifo)), daemon=True)
+    reader.start()
+    reader.join(5)
+    assert outcome and "not a regular file" in str(outcome[0].value), "a FIFO must be refused, not read forever"
+    with pytest.raises(ImageLoadError, match="not a regular file"):
+        load_image("/dev/zero")
+
+
 def test_huge_in_memory_image_is_refused() -> None:
     with pytest.raises(ImageLoadError, match="over the 100-pixel cap"):
         load_image(Image.new("RGB", (20, 20)), max_pixels=100)
@@ -175,7 +233,7 @@ def test_huge_in_memory_image_is_refused() -> None:
 
 def test_unreachable_url_fails_fast_and_clearly() -> None:
     with pytest.raises(ImageLoadError, match=r"cannot download http://127\.0\.0\.1:9/cat\.png.*sample_image"):
-        load_image("http://127.0.0.1:9/cat.png", timeout=2)
+        load_image("http://127.0.0.1:9/cat.png", timeout=2, allow_private=True)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -186,6 +244,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
+        elif self.path == "/drip.png":  # one byte every 0.2 s: never silent for long, never done
+            self.send_response(200)
+            self.send_header("Content-Length", "1000000")
+            self.end_headers()
+            for _ in range(100):
+                self.wfile.write(b"x")
+                self.wfile.flush()
+                time.sleep(0.2)
+        elif self.path.startswith("/redirect-to/"):
+            self.send_response(302)
+            self.send_header("Location", self.path.removeprefix("/redirect-to/"))
+            self.end_headers()
         else:
             self.send_error(404)
 
@@ -203,9 +273,34 @@ def local_server():
 
 
 def test_url_from_a_local_server(local_server: str) -> None:
-    assert load_image(f"{local_server}/red.png").getpixel((1, 1)) == (255, 0, 0)
+    assert load_image(f"{local_server}/red.png", allow_private=True).getpixel((1, 1)) == (255, 0, 0)
     with pytest.raises(ImageLoadError, match="answered HTTP 404"):
-        load_image(f"{local_server}/missing.png")
+        load_image(f"{local_server}/missing.png", allow_private=True)
+
+
+def test_private_and_loopback_addresses_need_an_opt_in(local_server: str) -> None:
+    for url in (f"{local_server}/red.png", "http://10.1.2.3/x.png", "http://169.254.169.254/latest/meta-data",
+                "http://[::1]/x.png", "http://0.0.0.0/x.png"):
+        with pytest.raises(ImageLoadError, match="inside this computer or its network.*allow_private=True"):
+            load_image(url, timeout=1)
+
+
+def test_a_dripping_server_meets_the_overall_deadline(local_server: str) -> None:
+    start = time.monotonic()
+    with pytest.raises(ImageLoadError, match=r"took over 1 s to download"):
+        load_image(f"{local_server}/drip.png", timeout=5, deadline=1, allow_private=True)
+    assert time.monotonic() - start < 5
+
+
+def test_redirects_only_to_http_and_never_down_from_https(local_server: str) -> None:
+    for target in ("file:///etc/passwd", "ftp://example.com/x.png"):
+        with pytest.raises(ImageLoadError, match="not an http\\(s\\) address"):
+            load_image(f"{local_server}/redirect-to/{target}", allow_private=True)
+    assert load_image(f"{local_server}/redirect-to/{local_server}/red.png", allow_private=True).size == (3, 3)
+    handler = images._CheckedRedirects(allow_private=True)
+    request = urllib.request.Request("https://example.com/cat.png")
+    with pytest.raises(ImageLoadError, match="from https down to an unencrypted address"):
+        handler.redirect_request(request, None, 302, "Found", {}, "http://example.com/cat.png")
 
 
 # --- sample images ---------------------------------------------------------------------------

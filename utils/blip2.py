@@ -251,9 +251,22 @@ def caption_score(truth: str, predicted: str) -> tuple[int, int]:
 
 def _generate(model: Any, processor: Any, images: Sequence[Any], prompts: Sequence[str | None],
               max_new_tokens: int, batch_size: int = 64) -> list[str]:
-    """Greedy answers for (image, prompt) pairs; prompts of equal token length share a batch."""
+    """Greedy answers for (image, prompt) pairs; prompts of equal token length share a batch.
+
+    Every image goes through ``utils.images.load_image`` (a path, a URL, bytes, an array ...).
+    A prompt that does not fit the LM's context with the Q image tokens and the answer is refused.
+    """
+    from utils.images import load_image
+
     tokenizer = processor.tokenizer
+    images = [load_image(image) for image in images]
     lengths = [len(tokenizer(p or "")["input_ids"]) for p in prompts]
+    context, Q = getattr(model.config.text_config, "max_position_embeddings", None), model.config.num_query_tokens
+    if context is not None and max(lengths) + Q + max_new_tokens > context:
+        needed = max(lengths) + Q + max_new_tokens
+        raise ValueError(f"a prompt of {max(lengths)} tokens does not fit: with {Q} image tokens and {max_new_tokens} "
+                         f"new ones it needs {needed} positions, and the language model has {context}. "
+                         "Shorten the question")
     answers: list[str | None] = [None] * len(prompts)
     for length in sorted(set(lengths)):
         group = [i for i, n in enumerate(lengths) if n == length]
@@ -279,7 +292,15 @@ def captions(model: Any, processor: Any, images: Sequence[Any], max_new_tokens: 
 def answers(model: Any, processor: Any, images: Sequence[Any], questions: Sequence[str],
             max_new_tokens: int = 4) -> list[str]:
     """Greedy one-word answers to "Question: {q} Answer:" prompts, one image per question."""
-    words = _generate(model, processor, images, [f"Question: {q} Answer:" for q in questions], max_new_tokens)
+    from utils.chat import build_prompt
+
+    if isinstance(questions, str) or not all(isinstance(q, str) for q in questions):
+        raise TypeError("questions must be a list of strings, one per image; wrap a single question in a list")
+    if len(images) != len(questions):
+        raise ValueError(f"{len(images)} images but {len(questions)} questions: pass one question per image "
+                         "(repeat an image to ask it several questions)")
+    prompts = [build_prompt([], q) for q in questions]  # refuses empty questions and the prompt's own markers
+    words = _generate(model, processor, images, prompts, max_new_tokens)
     return [w.split()[0].strip(".,") if w.split() else "" for w in words]
 
 

@@ -21,9 +21,29 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from utils.tiny_lm import SPECIAL_TOKENS
+
 History = Sequence[tuple[str, str]]
 
 EMPTY_QUESTION_REPLY = "Please type a question about the image first."
+PROMPT_MARKERS = ("Question:", "Answer:")  # what the prompt itself writes; a user who types them writes fake turns
+MIN_TURN_TOKENS = 4  # "Question:", a word, "Answer:", a word: no finished turn is shorter in any tokenizer
+MAX_WIDGET_TURNS = 200  # the widget remembers this many turns, far more than any context holds
+MAX_WIDGET_LINES = 500  # and shows this many transcript lines
+
+
+def check_user_text(text: str, what: str, reserved: Sequence[str] = SPECIAL_TOKENS + PROMPT_MARKERS) -> str:
+    """``text`` unchanged, or a ValueError if it holds a string the prompt reserves.
+
+    A special token typed by a user (``<image>``, ``</s>``) would be read as the real thing -- an
+    image slot with no image behind it, an end of sequence -- and "Answer: purple. Question: ..."
+    would write a fake turn into the conversation.
+    """
+    for token in reserved:
+        if token in text:
+            raise ValueError(f"the {what} contains {token!r}, which the model's prompt reserves for itself; "
+                             "leave it out and ask again")
+    return text
 
 
 def _clean(text: Any, what: str) -> str:
@@ -32,7 +52,7 @@ def _clean(text: Any, what: str) -> str:
     text = text.strip()
     if not text:
         raise ValueError(f"the {what} is empty: type some words (whitespace alone does not count)")
-    return text
+    return check_user_text(text, what)
 
 
 def format_turn(question: str, answer: str) -> str:
@@ -60,10 +80,12 @@ def fit_history(
     Length is measured by ``count_tokens(text) -> int`` (e.g. the tokenizer's length of the
     text). Returns (the turns kept, oldest first; how many were dropped). Raises ValueError when
     even the question alone does not fit: no history can help then, the question must be shorter.
+    Only the last ``max_tokens // MIN_TURN_TOKENS`` turns can fit at all, so the work does not grow
+    with the length of the history.
     """
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
-    kept = list(history)
+    kept = list(history[len(history) - max_tokens // MIN_TURN_TOKENS:]) if max_tokens // MIN_TURN_TOKENS else []
     alone = count_tokens(build_prompt([], question))
     if alone > max_tokens:
         raise ValueError(
@@ -192,6 +214,8 @@ class ChatWidget:
 
     def _show(self, line: str) -> None:
         self.lines.append(line)
+        if len(self.lines) > MAX_WIDGET_LINES:
+            self.lines[:] = ["<i>(earlier messages hidden)</i>", *self.lines[-(MAX_WIDGET_LINES - 1):]]
         self.transcript.value = "<br>".join(self.lines)
 
     def send(self, message: str | None = None) -> None:
@@ -214,6 +238,7 @@ class ChatWidget:
         self._show(f"<b>Model:</b> {html.escape(answer) if answer else '<i>(no answer)</i>'}")
         if answer:  # an empty answer cannot be written back into a prompt
             self.history.append((message.strip(), answer))
+            del self.history[:-MAX_WIDGET_TURNS]  # bounded memory: older turns could never reach the model
 
     def reset(self) -> None:
         """Forget the conversation: empty history and transcript."""

@@ -144,8 +144,15 @@ def encode_images(model, processor, images, batch_size: int = 256) -> torch.Tens
     Each image may be anything :func:`utils.images.load_image` reads (a PIL image, a path, a
     URL, bytes, an array); one that cannot be read raises its ``ImageLoadError``.
     """
+    import os
+
+    from PIL import Image
+
     from utils.images import load_image
 
+    if isinstance(images, (str, bytes, os.PathLike, Image.Image)) or (
+            hasattr(images, "ndim") and images.ndim in (2, 3)):  # one image, not a list of them
+        raise TypeError("encode_images takes a list of images; wrap a single image in a list: [image]")
     if len(images) == 0:
         raise ValueError("no images given: pass a non-empty list of images")
     images = [load_image(image) for image in images]

@@ -9,8 +9,13 @@ installed packages (scikit-image and scikit-learn), so they work offline.
 from __future__ import annotations
 
 import io
+import ipaddress
 import os
+import socket
+import stat
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import warnings
 from pathlib import Path
@@ -21,7 +26,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 MAX_PIXELS = 50_000_000  # about 7000 x 7000; anything bigger is refused as a likely decompression bomb
 MAX_DOWNLOAD_BYTES = 25 * 2**20
-URL_TIMEOUT_S = 10.0
+MAX_FILE_BYTES = 200 * 2**20  # a larger file is not a photo a chapter needs
+URL_TIMEOUT_S = 10.0  # the longest wait for any one answer from a server
+URL_DEADLINE_S = 60.0  # the longest a whole download may take, however steadily the bytes trickle in
 WHITE = (255, 255, 255)
 
 
@@ -40,13 +47,22 @@ def _describe(src: Any) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-def load_image(src: Any, *, timeout: float = URL_TIMEOUT_S, max_pixels: int = MAX_PIXELS) -> Image.Image:
+def load_image(src: Any, *, timeout: float = URL_TIMEOUT_S, deadline: float = URL_DEADLINE_S,
+               max_pixels: int = MAX_PIXELS, allow_private: bool = False) -> Image.Image:
     """Load ``src`` as an RGB PIL image.
 
-    ``src`` may be a file path (str or Path), an http(s) URL, raw bytes or a binary file object,
-    a PIL image, or a NumPy array / torch tensor (H x W, H x W x C, or C x H x W for tensors).
-    Grayscale, palette, CMYK and 16-bit images are converted; transparency is composited on white;
-    the EXIF orientation is applied. Images over ``max_pixels`` are refused.
+    ``src`` may be a file path (str or Path) to a regular file, an http(s) URL, raw bytes or a
+    binary file object, a PIL image, or a NumPy array / torch tensor (H x W, H x W x C, or
+    C x H x W for tensors). Grayscale, palette and CMYK images are converted; transparency is
+    composited on white; the EXIF orientation is applied. Images over ``max_pixels`` are refused.
+
+    Values are mapped by their format's range, the same for files and arrays: 8-bit as they are,
+    16-bit divided by 257 (65535 -> 255), floats from [0, 1] (NaN, infinities and values outside
+    [0, 1] are refused).
+
+    A URL download gives up after ``timeout`` seconds of silence or ``deadline`` seconds in all,
+    stops at 25 MB, follows redirects only to http(s) (never from https down to http), and
+    refuses loopback, private and link-local addresses unless ``allow_private`` is True.
     """
     name = _describe(src)
     if isinstance(src, Image.Image):
@@ -56,11 +72,14 @@ def load_image(src: Any, *, timeout: float = URL_TIMEOUT_S, max_pixels: int = MA
     elif isinstance(src, (bytes, bytearray, memoryview)):
         image = _open_bytes(bytes(src), name, max_pixels)
     elif hasattr(src, "read"):
-        image = _open_bytes(src.read(), name, max_pixels)
+        data = src.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            raise ImageLoadError(f"{name} holds over {MAX_FILE_BYTES // 2**20} MB: not an image a chapter needs")
+        image = _open_bytes(data, name, max_pixels)
     elif isinstance(src, (str, os.PathLike)):
         text = os.fspath(src)
         if text.startswith(("http://", "https://")):
-            image = _open_bytes(_fetch(text, timeout), name, max_pixels)
+            image = _open_bytes(_fetch(text, timeout, deadline, allow_private), name, max_pixels)
         else:
             image = _open_bytes(_read_file(text), name, max_pixels)
     else:
@@ -78,22 +97,83 @@ def _read_file(path: str) -> bytes:
     if p.is_dir():
         raise ImageLoadError(f"{path!r} is a directory, not an image file: pass one of the files inside it")
     try:
-        return p.read_bytes()
+        mode = p.stat().st_mode
+        if not stat.S_ISREG(mode):  # a FIFO would block forever, /dev/zero would never end
+            raise ImageLoadError(f"{path!r} is not a regular file (a pipe, socket or device): save the image to a file")
+        with p.open("rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise ImageLoadError(f"cannot read {path!r}: {exc.strerror or exc}; check its permissions") from exc
+    if len(data) > MAX_FILE_BYTES:
+        raise ImageLoadError(f"{path!r} is over {MAX_FILE_BYTES // 2**20} MB: not an image a chapter needs")
+    return data
 
 
-def _fetch(url: str, timeout: float) -> bytes:
-    request = urllib.request.Request(url, headers={"User-Agent": "mmllm-course/1.0"})
+def check_url(url: str, allow_private: bool = False) -> None:
+    """Refuse what a download should never go to: another scheme, or (unless ``allow_private``) a
+    loopback, private, link-local or reserved address, which would reach into the reader's own
+    network. The host is resolved here; a server that resolves differently a moment later
+    (DNS rebinding) is out of this check's reach."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ImageLoadError(f"{url!r} is not an http(s) address: only http:// and https:// images are downloaded")
+    if allow_private:
+        return
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        addresses = {info[4][0] for info in socket.getaddrinfo(parts.hostname, parts.port or 80)}
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ImageLoadError(f"cannot download {url}: the host {parts.hostname!r} is unknown ({exc}). Check the "
+                             "address, or load a local file or `sample_image(...)` instead (they work offline)") from exc
+    for address in addresses:
+        ip = ipaddress.ip_address(address.split("%")[0])
+        if ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_reserved or ip.is_multicast or ip.is_unspecified:
+            raise ImageLoadError(f"{url} points to {address}, an address inside this computer or its network; "
+                                 "pass allow_private=True if you mean to load from there")
+
+
+class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow a redirect only to an address :func:`check_url` accepts, and never from https to http."""
+
+    def __init__(self, allow_private: bool) -> None:
+        self.allow_private = allow_private
+
+    def http_error_302(self, req, fp, code, msg, headers):  # noqa: ANN001 - urllib's signature
+        target = headers.get("location") or headers.get("uri")
+        if target:  # checked before urllib's own scheme check, so every refusal reads the same
+            check_url(urllib.parse.urljoin(req.full_url, target), self.allow_private)
+        return super().http_error_302(req, fp, code, msg, headers)
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001 - urllib's signature
+        if req.full_url.startswith("https://") and not newurl.startswith("https://"):
+            raise ImageLoadError(f"{req.full_url} redirects to {newurl}, from https down to an unencrypted address")
+        check_url(newurl, self.allow_private)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _fetch(url: str, timeout: float, deadline: float, allow_private: bool) -> bytes:
+    check_url(url, allow_private)
+    opener = urllib.request.build_opener(_CheckedRedirects(allow_private))
+    request = urllib.request.Request(url, headers={"User-Agent": "mmllm-course/1.0"})
+    give_up = time.monotonic() + deadline
+    try:
+        with opener.open(request, timeout=timeout) as response:
             declared = response.headers.get("Content-Length")
-            if declared is not None and int(declared) > MAX_DOWNLOAD_BYTES:
+            if declared is not None and declared.isdigit() and int(declared) > MAX_DOWNLOAD_BYTES:
                 raise ImageLoadError(
                     f"{url} is {int(declared) / 2**20:.0f} MB, over the {MAX_DOWNLOAD_BYTES // 2**20} MB cap: "
                     "download and shrink it first"
                 )
-            data = response.read(MAX_DOWNLOAD_BYTES + 1)
+            data = bytearray()
+            while len(data) <= MAX_DOWNLOAD_BYTES:
+                if time.monotonic() > give_up:
+                    raise ImageLoadError(f"{url} took over {deadline:g} s to download: the server is too slow; "
+                                         "download it another way and load the file")
+                chunk = response.read1(64 * 1024)  # whatever has arrived, waiting at most `timeout`
+                if not chunk:
+                    break
+                data += chunk
     except ImageLoadError:
         raise
     except urllib.error.HTTPError as exc:
@@ -106,32 +186,31 @@ def _fetch(url: str, timeout: float) -> bytes:
         ) from exc
     if len(data) > MAX_DOWNLOAD_BYTES:
         raise ImageLoadError(f"{url} is over the {MAX_DOWNLOAD_BYTES // 2**20} MB cap: download and shrink it first")
-    return data
+    return bytes(data)
 
 
 def _open_bytes(data: bytes, name: str, max_pixels: int) -> Image.Image:
     if not data:
         raise ImageLoadError(f"{name} is empty (0 bytes): the file or download holds no image")
-    previous = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = max_pixels
+    too_large = (f"{name} is too large to load safely; images over {max_pixels:,} pixels are refused. "
+                 "Resize it first, or pass a larger max_pixels if you trust the file")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            image.load()  # decode now, so truncated files fail here and not deep inside a model
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageLoadError(
-            f"{name} is too large to load safely ({exc}); images over {max_pixels:,} pixels are refused. "
-            "Resize it first, or pass a larger max_pixels if you trust the file"
-        ) from exc
+        # The size is checked here, from the header, before decoding. PIL's own process-wide
+        # Image.MAX_IMAGE_PIXELS is left alone: changing it would change it for every thread.
+        image = Image.open(io.BytesIO(data))
+        if image.size[0] * image.size[1] > max_pixels:
+            raise ImageLoadError(f"{too_large} ({image.size[0]}x{image.size[1]})")
+        image.load()  # decode now, so truncated files fail here and not deep inside a model
+    except ImageLoadError:
+        raise
+    except Image.DecompressionBombError as exc:  # over twice PIL's own limit
+        raise ImageLoadError(f"{too_large} ({exc})") from exc
     except UnidentifiedImageError as exc:
         raise ImageLoadError(
             f"{name} is not an image file PIL can read (corrupt, or another format such as HTML or PDF)"
         ) from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageLoadError(f"{name} could not be decoded ({exc}): the file is probably truncated or damaged") from exc
-    finally:
-        Image.MAX_IMAGE_PIXELS = previous
     return image
 
 
@@ -152,21 +231,31 @@ def _from_array(array: Any, name: str) -> Image.Image:
     if array.dtype == bool:
         array = array.astype(np.uint8) * 255
     elif np.issubdtype(array.dtype, np.floating):
-        if not np.isfinite(array).all():
-            raise ImageLoadError(f"{name} contains NaN or infinite values")
-        if array.min() < 0 or array.max() > 1:
-            raise ImageLoadError(
-                f"{name} is a float array with values in [{array.min():.3g}, {array.max():.3g}]; "
-                "float images must lie in [0, 1] (divide by 255, or un-normalise first)"
-            )
-        array = np.round(array * 255).astype(np.uint8)
+        array = _unit_float(array, name)
     elif array.dtype == np.uint16:
-        array = (array >> 8).astype(np.uint8)
+        array = _sixteen_bit(array)
     elif array.dtype != np.uint8:
         if array.min() < 0 or array.max() > 255:
             raise ImageLoadError(f"{name} has integer values outside 0..255; convert it to uint8 first")
         array = array.astype(np.uint8)
     return Image.fromarray(array)
+
+
+def _sixteen_bit(values: np.ndarray) -> np.ndarray:
+    """16-bit values to 8 bits by the format's range: 0 -> 0, 65535 -> 255 (divide by 257)."""
+    return np.round(values.astype(np.float64) / 257).astype(np.uint8)
+
+
+def _unit_float(values: np.ndarray, name: str) -> np.ndarray:
+    """Float values in [0, 1] to 8 bits; NaN, infinities and values outside [0, 1] are refused."""
+    if not np.isfinite(values).all():
+        raise ImageLoadError(f"{name} contains NaN or infinite values: they have no colour; fix or mask them first")
+    if values.min() < 0 or values.max() > 1:
+        raise ImageLoadError(
+            f"{name} holds float values in [{values.min():.3g}, {values.max():.3g}]; "
+            "float images must lie in [0, 1] (divide by 255, or un-normalise first)"
+        )
+    return np.round(values.astype(np.float64) * 255).astype(np.uint8)
 
 
 def _to_rgb(image: Image.Image, name: str, max_pixels: int) -> Image.Image:
@@ -179,13 +268,14 @@ def _to_rgb(image: Image.Image, name: str, max_pixels: int) -> Image.Image:
         )
     image = ImageOps.exif_transpose(image)  # phones store rotation in EXIF instead of rotating pixels
     mode = image.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        # 16-bit or float grayscale: rescale the actual range to 0..255.
-        values = np.asarray(image, dtype=np.float64)
-        low, high = values.min(), values.max()
-        scale = 255.0 / (high - low) if high > low else 0.0
-        image = Image.fromarray(np.round((values - low) * scale).astype(np.uint8), mode="L")
-        mode = "L"
+    if mode.startswith("I;16") or mode == "I":  # 16-bit grayscale (PNG and TIFF), as 16-bit arrays are
+        values = np.asarray(image)
+        if values.min() < 0 or values.max() > 65535:
+            raise ImageLoadError(f"{name} is a 32-bit integer image with values outside 0..65535; convert it to "
+                                 "8 or 16 bits first")
+        image, mode = Image.fromarray(_sixteen_bit(values), mode="L"), "L"
+    elif mode == "F":  # float grayscale: read as float arrays are, from [0, 1]
+        image, mode = Image.fromarray(_unit_float(np.asarray(image), name), mode="L"), "L"
     if mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     elif mode in ("LA", "PA", "La", "RGBa"):

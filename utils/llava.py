@@ -26,6 +26,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import torch
 
 from utils import tiny_lm
+from utils.chat import check_user_text
 from utils.shapes import COLOURS, SHAPES, Scene
 from utils.tiny_lm import IGNORE_INDEX, IMAGE_TOKEN, SPECIAL_TOKENS
 
@@ -33,6 +34,7 @@ from utils.tiny_lm import IGNORE_INDEX, IMAGE_TOKEN, SPECIAL_TOKENS
 USER, ASSISTANT = "USER:", " ASSISTANT:"  # the assistant marker starts with a space, as it follows the user's text
 SHORT_ANSWER = "Answer the question using a single word or phrase."  # LLaVA-1.5's suffix for short answers
 CAPTION_PROMPT = "Write a short caption for the image."
+RESERVED = (*SPECIAL_TOKENS, USER, ASSISTANT.strip())  # a question holding one of these would forge the format
 
 # LLaVA-1.5's conversation format as a Jinja chat template. The image block renders as "<image>\n"
 # when it opens a turn and as "\n<image>" when it follows the question.
@@ -62,6 +64,7 @@ def user_message(question: str, image: Any = None, *, image_first: bool = True) 
     """
     if not isinstance(question, str) or not question.strip():
         raise ValueError(f"the question is empty ({question!r}); type a question about the image")
+    check_user_text(question, "question", RESERVED)
     content: list[dict[str, Any]] = [{"type": "text", "text": question.strip()}]
     if image is not False:
         block = {"type": "image"} if image is None else {"type": "image", "image": image}
@@ -265,6 +268,11 @@ def answer_questions(model: Any, processor: Any, images: Sequence[Any], question
             prompts = [processor.apply_chat_template([user_message(q, image_first=image_first)],  # refuses blank questions
                                                      add_generation_prompt=True) for q in chunk_q]
             inputs = processor(images=chunk_i, text=prompts, return_tensors="pt", padding=True)  # input_ids (B, L)
+            context = model.config.text_config.max_position_embeddings
+            if inputs["input_ids"].shape[1] + max_new_tokens > context:
+                raise ValueError(f"a prompt of {inputs['input_ids'].shape[1]} tokens (the image's included) and "
+                                 f"{max_new_tokens} new ones do not fit the language model's {context} positions: "
+                                 "shorten the question")
             inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)  # (B, C, H, W)
             with torch.no_grad():
                 out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
