@@ -188,6 +188,9 @@ class ImageContext:
             if isinstance(entry, (str, bytes)) or not isinstance(entry, Sequence) or len(entry) != 2:
                 raise ValueError(f"box {i}: expected a (label, (x0, y0, x1, y1)) pair, got {entry!r}")
             boxes.append(_check_box(entry[0], entry[1], f"box {i}"))
+        if isinstance(self.categories, str) or not isinstance(self.categories, Sequence):
+            raise TypeError(f"categories must be a list of names, got {type(self.categories).__name__} "
+                            f"{self.categories!r}; wrap a single name in a list: [name]")
         object.__setattr__(self, "captions", tuple(c.strip() for c in self.captions))
         object.__setattr__(self, "boxes", tuple(boxes))
         object.__setattr__(self, "categories", tuple(c.strip().lower() for c in self.categories))
@@ -241,21 +244,27 @@ class ImageContext:
         width, height = image["width"], image["height"]
         if not (isinstance(width, (int, float)) and isinstance(height, (int, float)) and width > 0 and height > 0):
             raise ValueError(f"image width and height must be positive numbers, got {width!r} x {height!r}")
-        image_id = image.get("id")
+        image_id = None if image.get("id") is None else str(image["id"])  # "1" and 1 name the same image
         if isinstance(categories, Mapping):  # {id: name}; ids may be strings if the dict came from JSON keys
             names = {int(k): str(v) for k, v in categories.items()}
         else:  # COCO's list of {"id": ..., "name": ...}
             names = {int(c["id"]): str(c["name"]) for c in categories}
+        def elsewhere(entry: Mapping[str, Any]) -> bool:  # an entry about another image of the same file
+            return image_id is not None and str(entry.get("image_id", image_id)) != image_id
+
         texts = []
         for c in captions:
             if isinstance(c, Mapping):
-                if image_id is not None and c.get("image_id", image_id) != image_id:
+                if elsewhere(c):
                     continue
+                if "caption" not in c:
+                    raise ValueError(f"caption annotation {c.get('id', '?')} has no 'caption' text: pass the entries "
+                                     "of the captions file's 'annotations' list, or plain strings")
                 c = c["caption"]
             texts.append(c)
         boxes = []
         for ann in annotations:
-            if image_id is not None and ann.get("image_id", image_id) != image_id:
+            if elsewhere(ann):
                 continue
             if ann.get("category_id") not in names:
                 raise ValueError(f"annotation {ann.get('id', '?')}: category_id {ann.get('category_id')!r} is not in categories")

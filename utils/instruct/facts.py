@@ -17,7 +17,7 @@ from utils.instruct.sentences import (
 
 # The checks' own words: counts framed as totals, relations, superlatives.
 _COUNT_FRAME_BEFORE = frozenset({"are", "is", "there", "has", "have", "contains", "contain", "shows", "show", "see",
-                                 "total", "exactly", "only", "just", "all", "altogether"})
+                                 "total", "exactly", "only", "just", "all", "altogether", "count", "counted"})
 _COUNT_FRAME_AFTER = (("in", "the", "image"), ("in", "the", "picture"), ("in", "the", "scene"), ("in", "the", "photo"),
                       ("in", "this", "image"), ("in", "this", "picture"), ("in", "total"), ("in", "all"), ("altogether",),
                       ("visible",))
@@ -37,6 +37,8 @@ SUPERLATIVES: dict[str, tuple[str, int]] = {  # word -> (attribute, +1 for the l
     "highest": ("cy", -1), "bottommost": ("cy", 1), "lowest": ("cy", 1),
     "largest": ("area", 1), "biggest": ("area", 1), "smallest": ("area", -1),
 }
+_SIDE = re.compile(r"\b(?:is|are|sits|sit|lies|lie|appears|appear)\s+(?:on|at)\s+the\s+(left|right|top|bottom)\b"
+                   r"(?!\s+(?:(?:side|half|edge|part)\s+)?(?:of|than)\b)", re.IGNORECASE)  # '... of X' is a relation
 _SUPERLATIVE_RIVAL = {("cx", -1): "as far left", ("cx", 1): "as far right", ("cy", -1): "as high up",
                       ("cy", 1): "as low down", ("area", 1): "as large", ("area", -1): "as small"}
 
@@ -60,6 +62,8 @@ class FactChecker:
       when the box centres do not support it (by :data:`POSITION_TOLERANCE`);
     - ``sizes``: 'small'/'large' against the box area (:data:`SMALL_AREA`), 'larger than',
       'the same size as', 'the largest';
+    - ``sides``: 'the green shape is on the right', 'the circle is at the top' (the side of the
+      picture, no reference object) when the box centre is in the other half;
     - ``existence``: 'there is no red circle' when there is one;
     - ``leaks``: mentions of captions, boxes or coordinates, which someone looking at the image
       could not know about.
@@ -80,7 +84,7 @@ class FactChecker:
     from one where nothing was checkable.
     """
 
-    CHECKS: tuple[str, ...] = ("colours", "shapes", "counts", "relations", "sizes", "existence", "leaks")
+    CHECKS: tuple[str, ...] = ("colours", "shapes", "counts", "relations", "sizes", "sides", "existence", "leaks")
 
     def __init__(
         self,
@@ -330,6 +334,23 @@ class FactChecker:
         (re.compile(r"\bcoordinates?\b|\[\s*\d|(?<![\d.])0?\.\d{2,}\b", re.I), "coordinates"),  # '0.36', not '2.50'
         (re.compile(r"\bannotat", re.I), "the annotations"),
     )
+
+    def check_sides(self, s: Sentence) -> list[str]:
+        """'<the first object> is on the left / right / at the top / bottom' of the picture, with no 'of ...'
+        after it (that is a relation) -- the half its box centre is in."""
+        match = _SIDE.search(s.text)
+        if match is None or s.hypothetical or s.negated or not s.mentions:
+            return []
+        obj = self._one(s.mentions[0])
+        if obj is None:
+            return []
+        self.checked["side"] += 1
+        side = match.group(1).lower()
+        holds = {"left": obj.cx < 0.5, "right": obj.cx > 0.5, "top": obj.cy < 0.5, "bottom": obj.cy > 0.5}[side]
+        if holds:
+            return []
+        return [f"side: {self._quote(s)} puts the {obj.label} on the {side}, but its centre is at "
+                f"({obj.cx:.2f}, {obj.cy:.2f})"]
 
     def check_leaks(self, s: Sentence) -> list[str]:
         self.checked["leak"] += 1

@@ -122,6 +122,17 @@ def _labelled_blocks(reply: str) -> list[tuple[str, str, int]]:
     return [(label, text, number) for label, text, number in blocks]
 
 
+# A remark to the person who asked, not part of the data: 'I hope these help! Let me know if ...'
+CHATTER = re.compile(r"\b(?:let me know|i hope (?:this|these|that)|hope (?:this|these|that) helps?|feel free|"
+                     r"happy to help|glad to help|if you (?:need|have|want|would like)|here (?:are|is) (?:some|more|"
+                     r"another|your)|as requested)\b", re.IGNORECASE)
+
+
+def _trailing_chatter(text: str) -> str | None:
+    """The first line after the first of ``text`` that talks to the asker, if any."""
+    return next((line for line in text.splitlines()[1:] if CHATTER.search(line)), None)
+
+
 def _preview(reply: str) -> str:
     text = " ".join(reply.split())
     return repr(text[:80] + ("..." if len(text) > 80 else ""))
@@ -150,6 +161,9 @@ def parse_reply(reply: str, response_type: str, *, instruction: str | None = Non
                 f"'{blocks[0][0].capitalize()}:' block; question/answer blocks belong to 'conversation' or 'complex_reasoning'"
             )
         text = re.sub(r"^\s*\**description\**\s*:\s*", "", reply.strip(), flags=re.IGNORECASE).strip()
+        if (remark := _trailing_chatter(text)) is not None:
+            raise ReplyFormatError(f"the description ends with a remark to the asker ({_preview(remark)}), which "
+                                   "would be trained on as part of it; ask again, or cut the remark")
         if len(text.split()) < 10:
             raise ReplyFormatError(f"expected a detailed paragraph of at least 10 words for 'detail', got {_preview(text)}")
         return [(instruction or DETAIL_INSTRUCTIONS[0], text)]
@@ -168,6 +182,9 @@ def parse_reply(reply: str, response_type: str, *, instruction: str | None = Non
             turns.append((blocks[i - 1][1], text))
     if len(blocks) % 2:
         raise ReplyFormatError(f"line {blocks[-1][2]}: the last 'Question:' has no 'Answer:'")
+    if (remark := _trailing_chatter(blocks[-1][1])) is not None:
+        raise ReplyFormatError(f"after the last answer the reply goes on with a remark to the asker "
+                               f"({_preview(remark)}), which would be merged into that answer; ask again, or cut it")
     if response_type == "complex_reasoning" and len(turns) != 1:
         raise ReplyFormatError(f"expected exactly one question and one answer for 'complex_reasoning', found {len(turns)}")
     if response_type == "conversation" and len(turns) < 2:

@@ -7,7 +7,7 @@ import re
 from collections import Counter
 from typing import Any, Callable, Mapping, Sequence
 
-from utils.tiny_lm import IMAGE_TOKEN
+from utils.tiny_lm import IMAGE_TOKEN, SPECIAL_TOKENS
 from utils.instruct.context import ImageContext
 
 RESPONSE_TYPES: tuple[str, ...] = ("conversation", "detail", "complex_reasoning")
@@ -53,11 +53,14 @@ def record_type(record: Mapping[str, Any]) -> str:
 
 
 def validate_record(record: Any) -> list[str]:
-    """Problems with a record's schema, each starting with 'schema:'; an empty list means valid.
+    """Problems with a record, each starting with its category; an empty list means valid.
 
-    Checks: exactly the keys id, image, conversations; non-empty string id and image; turns
+    'schema:' -- exactly the keys id, image, conversations; non-empty string id and image; turns
     ``{"from", "value"}`` alternating human, gpt, ..., starting with human and ending with gpt;
     non-empty values; ``<image>`` exactly once, at the start or end of the first human turn.
+    'format:' -- a turn that holds a special token or the chat format's own markers ("USER:",
+    " ASSISTANT:"), which would forge a turn: the label mask would then train on human text.
+    'refusal:' -- an answer in which the writing LLM declines or talks about itself.
     """
     if not isinstance(record, Mapping):
         return [f"schema: a record is a dict with id, image and conversations, got {type(record).__name__}"]
@@ -86,6 +89,7 @@ def validate_record(record: Any) -> list[str]:
         if not isinstance(value, str) or not strip_image(value):
             problems.append(f"schema: turn {i} has an empty value")
             continue
+        problems += _forged_format(value, i) + ([] if i % 2 == 0 else _refusal(value, i))
         count = value.count(IMAGE_TOKEN)
         image_tokens += count
         if count and i != 0:
@@ -99,6 +103,23 @@ def validate_record(record: Any) -> list[str]:
         if not (first.startswith(IMAGE_TOKEN + "\n") or first.endswith("\n" + IMAGE_TOKEN)):
             problems.append(f"schema: the first human turn must start with '{IMAGE_TOKEN}\\n' or end with '\\n{IMAGE_TOKEN}'")
     return problems
+
+
+# Strings a turn must not hold: the tokens and role markers of the formats the records are trained in.
+FORMAT_MARKERS: tuple[str, ...] = tuple(t for t in SPECIAL_TOKENS if t != IMAGE_TOKEN) + ("USER:", "ASSISTANT:")
+REFUSAL = re.compile(r"\bas an ai\b|\b(?:ai|language) model\b|\bi(?: am|'m) (?:sorry|unable|not able)\b|"
+                     r"\bi (?:cannot|can't|can not) (?:see|view|help|assist|provide|answer)\b", re.IGNORECASE)
+
+
+def _forged_format(value: str, i: int) -> list[str]:
+    return [f"format: turn {i} contains {marker!r}, a marker of the chat format itself; it would forge a turn "
+            "(the label mask would train on the wrong text): drop or rewrite the turn"
+            for marker in FORMAT_MARKERS if marker in value]
+
+
+def _refusal(value: str, i: int) -> list[str]:
+    match = REFUSAL.search(value)
+    return [f"refusal: turn {i} declines or talks about the writer ({match.group(0)!r}) instead of answering"] if match else []
 
 
 def validate_dataset(records: Sequence[Any]) -> list[str]:
