@@ -89,6 +89,7 @@ def build(out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(out_dir)
     zoo.compact_json(out_dir)
+    zoo.seal(out_dir)
     return out_dir
 
 

@@ -474,6 +474,7 @@ def save(run: Run, processor: Any) -> None:
     processor.save_pretrained(out)
     zoo.compact_json(out)
     (out / "training.json").write_text(json.dumps(run.report, indent=1) + "\n")
+    zoo.seal(out)
     print(f"[save] {out}: {zoo.own_size(out) / 2**20:.2f} MiB", flush=True)
 
 

@@ -137,6 +137,7 @@ def main() -> int:
         {"steps": args.steps, "batch_size": args.batch_size, "processes": world, "train_scenes": len(train), "seconds": round(seconds),
          "zero_shot_accuracy": {k: round(v, 4) for k, v in accuracy.items()},
          "text_to_image_recall": {f"@{k}": round(v, 4) for k, v in recall.items()}}, indent=2) + "\n")
+    zoo.seal(args.out)
     print(f"saved to {args.out}")
     return 0
 

@@ -83,6 +83,7 @@ def train_ddpm(out: Path, steps: int, preview: Path | None = None) -> int:
     (out / "training.json").write_text(json.dumps(
         {"steps": steps, "seconds": round(seconds), "vit_confident_samples": round(share, 3),
          "vit_confident_real": round(real_share, 3)}, indent=2) + "\n")
+    zoo.seal(out)
     return 0
 
 
@@ -170,6 +171,7 @@ def train_sd(out: Path, vae_steps: int, unet_steps: int, preview: Path | None = 
         {"vae_steps": vae_steps, "unet_steps": unet_steps, "vae_seconds": round(vae_seconds),
          "unet_seconds": round(unet_seconds), "colour_accuracy": round(colour_accuracy, 3),
          "shape_accuracy": round(shape_accuracy, 3)}, indent=2) + "\n")
+    zoo.seal(out)
     return 0
 
 

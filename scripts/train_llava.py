@@ -547,6 +547,7 @@ def main() -> int:
     if args.variant_steps:
         sphinx_variant(run)
     write_record(run, qa, probe)
+    zoo.seal(args.out)
     print(f"saved to {args.out}; times {({k: round(v) for k, v in run.timings.items()})}")
     return 0
 

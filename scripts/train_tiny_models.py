@@ -28,9 +28,36 @@ BUDGET_EACH, BUDGET_ALL = 5 * 2**20, 30 * 2**20
 
 
 
+def needs_cycle(entries: list[zoo.ZooEntry]) -> list[str] | None:
+    """A cycle of ``needs`` among ``entries`` (["a", "b", "a"]), or None: such entries could never start."""
+    by_name = {item.name: item for item in entries}
+    state: dict[str, str] = {}  # "open" while on the path, "done" once all its needs are explored
+
+    def visit(name: str, path: list[str]) -> list[str] | None:
+        state[name] = "open"
+        for need in by_name[name].needs:
+            if need not in by_name:
+                continue
+            if state.get(need) == "open":
+                return path[path.index(need):] + [need]
+            if need not in state and (cycle := visit(need, path + [need])):
+                return cycle
+        state[name] = "done"
+        return None
+
+    for name in by_name:
+        if name not in state and (cycle := visit(name, [name])):
+            return cycle
+    return None
+
+
 def build(entries: list[zoo.ZooEntry], jobs: int) -> None:
     """Run each entry's rebuild command once, ``jobs`` at a time, each after the models it needs."""
     pending = list(dict.fromkeys(entries))  # keep order, drop repeats
+    cycle = needs_cycle(pending)
+    if cycle:
+        raise SystemExit(f"[assets] these zoo entries need each other, so none can be built first: "
+                         f"{' -> '.join(cycle)}; fix the needs=(...) of one of them in utils/zoo.py")
     names = {item.name for item in pending}
     running: dict[subprocess.Popen, tuple[zoo.ZooEntry, float]] = {}
     finished: set[str] = set()

@@ -74,6 +74,7 @@ def main() -> int:
     (args.out / "training.json").write_text(json.dumps(
         {"task": "name the object: 15 classes", "train_scenes": len(train[0]), "test_scenes": len(test[0]),
          "epochs": args.epochs, "held_out_accuracy": round(accuracy, 4)}, indent=2) + "\n")
+    zoo.seal(args.out)
     print(f"saved to {args.out}")
     return 0
 

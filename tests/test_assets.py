@@ -42,3 +42,10 @@ def test_a_failed_build_stops_with_its_command() -> None:
 def test_registered_needs_name_real_entries() -> None:
     for item in zoo.REGISTRY.values():
         assert all(name in zoo.REGISTRY for name in item.needs), item.name
+
+
+def test_entries_that_need_each_other_are_named_instead_of_waiting_forever() -> None:
+    a, b, c = entry("a", "python -c 1", needs=("c",)), entry("b", "python -c 2", needs=("a",)), entry("c", "python -c 3", needs=("b",))
+    with pytest.raises(SystemExit, match=r"need each other.*a -> c -> b -> a"):
+        train_tiny_models.build([a, b, c, entry("free", "python -c 4")], jobs=2)
+    assert train_tiny_models.needs_cycle([entry("x", "1", needs=("y",)), entry("y", "2")]) is None

@@ -71,3 +71,16 @@ def test_environment_report_lists_mode_and_versions(capsys: pytest.CaptureFixtur
     runtime.print_environment_report()
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["mode", "tiny"] and len(lines) == len(report)
+
+
+def test_full_mode_without_a_gpu_warns_once_with_the_cost(monkeypatch: pytest.MonkeyPatch) -> None:
+    import warnings
+
+    monkeypatch.setattr(runtime.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(runtime, "_WARNED", set())
+    with pytest.warns(UserWarning, match="without a CUDA GPU.*minutes per answer.*MMLLM_MODE=tiny"):
+        assert runtime.resolve_mode("full") == "full"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert runtime.resolve_mode("full") == "full"  # once is enough
+        assert runtime.resolve_mode("tiny") == "tiny"

@@ -46,12 +46,13 @@ def test_registering_a_different_entry_under_a_taken_name_fails() -> None:
         zoo.register(zoo.ZooEntry(item.name, "other/repo", item.revision, item.folder, item.rebuild, "other"))
 
 
+@pytest.mark.filterwarnings("ignore:MMLLM_MODE=full on a machine without a CUDA GPU")
 def test_full_mode_downloads_the_pinned_revision_only_the_needed_files(monkeypatch: pytest.MonkeyPatch) -> None:
     import huggingface_hub
 
     calls = []
 
-    def fake_snapshot_download(repo_id, revision, allow_patterns):
+    def fake_snapshot_download(repo_id, revision, allow_patterns, **timeouts):
         calls.append((repo_id, revision, tuple(allow_patterns)))
         return "/cache/snapshot"
 
@@ -77,3 +78,88 @@ def test_table_reports_sizes() -> None:
     rows = {row["name"]: row for row in zoo.table()}
     assert rows["clip-tokenizer"]["tiny size"].endswith("MB")
     assert rows["clip-tokenizer"]["full mode (Hub)"] == "openai/clip-vit-base-patch32@3d74acf"
+
+
+# --- damaged checkpoints and downloads ----------------------------------------------------------
+
+@pytest.fixture()
+def copied_clip(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """models/clip-tiny copied into a throwaway models/ folder the zoo reads instead."""
+    import shutil
+
+    shutil.copytree(zoo.entry("clip").local_dir, tmp_path / "clip-tiny")
+    monkeypatch.setattr(zoo, "MODELS_DIR", tmp_path)
+    monkeypatch.setattr(zoo, "_VERIFIED", set())
+    return tmp_path / "clip-tiny"
+
+
+def test_every_shipped_checkpoint_matches_its_checksums() -> None:
+    for item in zoo.REGISTRY.values():
+        zoo.verify(item.local_dir, item.rebuild)  # raises on any missing or changed file
+        listed = {line.split(maxsplit=1)[1] for line in (item.local_dir / zoo.CHECKSUMS).read_text().splitlines()}
+        shipped = {f.relative_to(item.local_dir).as_posix() for f in item.local_dir.rglob("*") if f.is_file()}
+        assert listed == shipped - {zoo.CHECKSUMS}, item.name  # every shipped file is covered
+
+
+def test_bit_rot_in_tensor_data_is_caught_with_the_rebuild_command(copied_clip: Path) -> None:
+    weights = copied_clip / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2:len(data) // 2 + 4096] = b"\0" * 4096  # 4 KB inside the tensors
+    weights.write_bytes(bytes(data))
+    with pytest.raises(zoo.ZooError, match=r"model\.safetensors is damaged.*python scripts/train_clip\.py"):
+        zoo.path("clip", mode="tiny")
+
+
+def test_a_missing_config_names_the_file_and_the_fix(copied_clip: Path) -> None:
+    (copied_clip / "config.json").unlink()
+    with pytest.raises(zoo.ZooError, match=r"clip-tiny/config\.json is missing from the tiny checkpoint.*Rebuild it"):
+        zoo.path("clip", mode="tiny")
+
+
+def test_bin_weights_are_converted_to_safetensors_without_unpickling_code(tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    snapshot = tmp_path / "snapshot"
+    (snapshot / "unet").mkdir(parents=True)
+    (snapshot / "model_index.json").write_text("{}")
+    weights = {"conv.weight": torch.arange(6.0).reshape(2, 3)}
+    torch.save(weights, snapshot / "unet" / "diffusion_pytorch_model.bin")
+    out = zoo._safetensors_only(snapshot, tmp_path / "converted")
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
+        "model_index.json", "unet/diffusion_pytorch_model.safetensors"]
+    torch.testing.assert_close(load_file(out / "unet" / "diffusion_pytorch_model.safetensors")["conv.weight"],
+                               weights["conv.weight"])
+
+    class Exploit:
+        def __reduce__(self):
+            return (exec, ("raise SystemExit('pickled code ran')",))
+
+    torch.save({"w": Exploit()}, snapshot / "unet" / "diffusion_pytorch_model.bin")
+    with pytest.raises(Exception, match="Weights only load failed|Unsupported global"):
+        zoo._safetensors_only(snapshot, tmp_path / "again")
+    assert zoo._safetensors_only(tmp_path / "converted", tmp_path / "x") == tmp_path / "converted"  # nothing to do
+
+
+@pytest.mark.slow
+def test_a_hub_that_never_answers_fails_in_seconds_with_a_retry_hint() -> None:
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)  # accepts connections and never says a word
+    code = ("from utils import zoo\n"
+            "try:\n    zoo._download(zoo.entry('vit'))\nexcept zoo.ZooError as error:\n    print(error)\n")
+    env = {**__import__("os").environ, "HF_ENDPOINT": f"http://127.0.0.1:{server.getsockname()[1]}",
+           "HF_HUB_OFFLINE": "0", "MMLLM_HUB_STALL_S": "3",
+           "HF_HOME": str(Path(__file__).parent / ".." / "_build" / "hf-test-home")}
+    start = time.monotonic()
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                            cwd=Path(__file__).resolve().parent.parent)
+    server.close()
+    assert "sent nothing for 3 s" in result.stdout and "Run the cell again to retry" in result.stdout, \
+        result.stdout + result.stderr
+    assert time.monotonic() - start < 30

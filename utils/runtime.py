@@ -70,10 +70,23 @@ def resolve_mode(requested: str | None = None) -> str:
             f"MMLLM_MODE={value!r} is not a mode; use one of {', '.join(MODES)} "
             "(e.g. `export MMLLM_MODE=tiny` to run offline on a CPU)."
         )
+    if value == "full" and not torch.cuda.is_available():
+        _warn_once("MMLLM_MODE=full on a machine without a CUDA GPU: the real checkpoints (gigabytes) will be "
+                   "downloaded and run on the CPU, where BLIP-2 and LLaVA take minutes per answer and need more "
+                   "memory than most laptops have. Use MMLLM_MODE=tiny for the offline course, or a GPU runtime.")
     if value != "auto":
         return value
     # Full mode needs both a GPU and the Hub: the real checkpoints are gigabytes.
     return "full" if torch.cuda.is_available() and hub_reachable() else "tiny"
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        warnings.warn(message, stacklevel=3)
 
 
 def _configure_threads() -> int:
@@ -170,6 +183,8 @@ def print_environment_report(versions: bool = True) -> None:
         print(f"{key:<{width}}  {value}")
 
 
+# Every request to the Hub answers within this many seconds or fails (huggingface_hub reads it once, on import).
+os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "30")
 MODE: str = resolve_mode()
 DEVICE: str = "cuda" if MODE == "full" and torch.cuda.is_available() else "cpu"
 THREADS: int = _configure_threads()

@@ -18,6 +18,8 @@ Chapters add their models with :func:`register`; ``make assets`` rebuilds every 
 
 from __future__ import annotations
 
+import hashlib
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +33,11 @@ MODELS_DIR = REPO_ROOT / "models"
 DEFAULT_PATTERNS: tuple[str, ...] = ("*.json", "*.safetensors", "*.txt", "*.model", "*.jinja")
 # A folder counts as a checkpoint when it holds at least one of these.
 MARKER_FILES = ("config.json", "tokenizer_config.json", "preprocessor_config.json", "model_index.json")
+# Every shipped checkpoint lists the sha256 of each of its files here (sha256sum's format), so a
+# damaged or half-copied folder is caught before from_pretrained reads it.
+CHECKSUMS = "SHA256SUMS"
+HUB_TIMEOUT_S = 10  # the longest wait for any one answer from the Hub (runtime sets the download timeout too)
+CONVERTED_DIR = Path.home() / ".cache" / "mmllm-course" / "safetensors"  # .bin weights converted, see _safetensors_only
 
 
 class ZooError(RuntimeError):
@@ -100,6 +107,49 @@ def own_size(folder: Path) -> int:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and not f.is_symlink())
 
 
+def _sha256(file: Path) -> str:
+    digest = hashlib.sha256()
+    with file.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def seal(folder: Path | str) -> Path:
+    """Write ``folder/SHA256SUMS``: one line per file (links followed), as ``sha256sum`` writes it.
+
+    Every script that saves a tiny checkpoint calls this last; :func:`path` checks it on load.
+    """
+    folder = Path(folder)
+    files = sorted(f for f in folder.rglob("*") if f.is_file() and f.name != CHECKSUMS)
+    lines = [f"{_sha256(f)}  {f.relative_to(folder).as_posix()}" for f in files]
+    (folder / CHECKSUMS).write_text("\n".join(lines) + "\n")
+    return folder / CHECKSUMS
+
+
+_VERIFIED: set[Path] = set()
+
+
+def verify(folder: Path, rebuild: str) -> None:
+    """Check every file of a shipped checkpoint against its SHA256SUMS (once per process); a missing or
+    changed file is a ZooError naming it and the command that rebuilds the checkpoint."""
+    folder = Path(folder)
+    if folder in _VERIFIED:
+        return
+    manifest = folder / CHECKSUMS
+    fix = f"Rebuild it with `{rebuild}` (or restore it with `git checkout -- {folder.relative_to(REPO_ROOT) if folder.is_relative_to(REPO_ROOT) else folder}`)."
+    if not manifest.is_file():
+        raise ZooError(f"{folder} has no {CHECKSUMS}, so its files cannot be checked. {fix}")
+    for line in manifest.read_text().splitlines():
+        expected, name = line.split(maxsplit=1)
+        file = folder / name
+        if not file.is_file():
+            raise ZooError(f"{file} is missing from the tiny checkpoint. {fix}")
+        if _sha256(file) != expected:
+            raise ZooError(f"{file} is damaged: its sha256 differs from the one recorded in {manifest}. {fix}")
+    _VERIFIED.add(folder)
+
+
 def path(name: str, mode: str | None = None) -> str:
     """A local folder holding model ``name``, ready for ``from_pretrained``.
 
@@ -109,26 +159,85 @@ def path(name: str, mode: str | None = None) -> str:
     mode = runtime.resolve_mode(mode) if mode is not None else runtime.MODE
     if mode == "tiny":
         folder = item.local_dir
-        if not folder.is_dir() or not any((folder / f).is_file() for f in MARKER_FILES):
+        if not folder.is_dir() or not any((folder / f).is_file() for f in (*MARKER_FILES, CHECKSUMS)):
             raise ZooError(
                 f"the tiny checkpoint for {name!r} is missing: {folder} does not exist or holds no "
                 f"{' / '.join(MARKER_FILES)}. Rebuild it with `{item.rebuild}` "
                 "(or `make assets` for every model)."
             )
+        verify(folder, item.rebuild)
         return str(folder)
     return _download(item)
 
 
-def _download(item: ZooEntry) -> str:
-    from huggingface_hub import snapshot_download
+def _download(item: ZooEntry, stall: float | None = None) -> str:
+    """The snapshot folder of ``item`` at its pinned revision, downloaded if need be.
 
-    try:
-        return snapshot_download(item.hub_id, revision=item.revision, allow_patterns=list(item.allow_patterns))
-    except Exception as exc:  # network, auth, disk: all end the same way for the reader
-        raise ZooError(
-            f"could not download {item.hub_id} at revision {item.revision[:10]} for {item.name!r}: {exc}. "
-            "Check the network, or run offline with MMLLM_MODE=tiny to use the shipped tiny checkpoint."
-        ) from exc
+    A download may take long (gigabytes), but not stand still: when the Hub sends nothing for
+    ``stall`` seconds (``MMLLM_HUB_STALL_S``, default 60) it is abandoned with a ZooError that
+    says how to retry, instead of hanging the notebook.
+    """
+    import os
+    import threading
+
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.file_download import repo_folder_name
+
+    stall = stall if stall is not None else float(os.environ.get("MMLLM_HUB_STALL_S", "60"))
+    retry = ("Run the cell again to retry (finished files are kept), set HF_HUB_DOWNLOAD_TIMEOUT=60 on a slow "
+             "network, or run offline with MMLLM_MODE=tiny to use the shipped tiny checkpoint.")
+    outcome: dict[str, object] = {}
+
+    def fetch() -> None:
+        try:
+            outcome["folder"] = snapshot_download(item.hub_id, revision=item.revision,
+                                                  allow_patterns=list(item.allow_patterns), etag_timeout=HUB_TIMEOUT_S)
+        except Exception as exc:  # network, auth, disk: all end the same way for the reader
+            outcome["error"] = exc
+
+    cache = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=item.hub_id, repo_type="model")
+    worker = threading.Thread(target=fetch, daemon=True)  # a stalled worker is left behind, not waited for
+    worker.start()
+    seen, still_since = -1, time.monotonic()
+    while worker.is_alive():
+        worker.join(1.0)
+        size = sum(f.stat().st_size for f in cache.rglob("*") if f.is_file()) if cache.is_dir() else 0
+        if size != seen:
+            seen, still_since = size, time.monotonic()
+        elif time.monotonic() - still_since > stall:
+            raise ZooError(f"could not download {item.hub_id} for {item.name!r}: the Hub has sent nothing for "
+                           f"{stall:g} s. {retry}")
+    if "error" in outcome:
+        raise ZooError(f"could not download {item.hub_id} at revision {item.revision[:10]} for {item.name!r}: "
+                       f"{outcome['error']}. {retry}") from outcome["error"]  # type: ignore[misc]
+    return str(_safetensors_only(Path(str(outcome["folder"])), CONVERTED_DIR / item.hub_id / item.revision))
+
+
+def _safetensors_only(snapshot: Path, converted: Path) -> Path:
+    """``snapshot`` itself, or where it holds PyTorch ``.bin`` weights, a copy with each one converted to
+    safetensors. A .bin file is a pickle, which can run code when it is loaded; here it is read with
+    ``torch.load(weights_only=True)``, which refuses anything but tensors, and never reaches from_pretrained."""
+    import shutil
+
+    import torch
+    from safetensors.torch import save_file
+
+    bins = sorted(snapshot.rglob("*.bin"))
+    if not bins:
+        return snapshot
+    for file in snapshot.rglob("*"):
+        if not file.is_file():
+            continue
+        target = converted / file.relative_to(snapshot)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if file.suffix == ".bin":
+            name = "model.safetensors" if file.name == "pytorch_model.bin" else file.stem + ".safetensors"
+            if not (target.parent / name).exists() and not (file.parent / name).exists():
+                state = torch.load(file, map_location="cpu", weights_only=True)
+                save_file({k: v.contiguous() for k, v in state.items()}, str(target.parent / name))
+        elif not target.exists():
+            shutil.copyfile(file, target)
+    return converted
 
 
 def table() -> list[dict[str, str]]:
@@ -194,7 +303,8 @@ register(
         folder="ddpm-tiny",
         rebuild="python scripts/train_diffusion.py ddpm",
         description="Unconditional DDPM (UNet2DModel + DDPMScheduler): CIFAR-10 at 32 px, or ShapesWorld scenes at 32 px",
-        allow_patterns=("*.json", "*.safetensors", "*.bin"),  # this commit may hold only the PyTorch .bin weights
+        # The pinned commit may hold only PyTorch .bin weights: _safetensors_only converts them on download.
+        allow_patterns=("*.json", "*.safetensors", "*.bin"),
         needs=("vit",),  # the tiny ViT judges its samples
     )
 )
