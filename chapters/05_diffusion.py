@@ -28,8 +28,11 @@
 import os, subprocess, sys
 from pathlib import Path
 
-if "google.colab" in sys.modules and not Path("/content/multimodal-llms-hands-on").exists():
-    subprocess.run(["git", "clone", "--depth", "1", "https://github.com/mmllm-course/multimodal-llms-hands-on", "/content/multimodal-llms-hands-on"], check=True)
+if "google.colab" in sys.modules and not Path("/content/multimodal-llms-hands-on/utils/runtime.py").exists():
+    # The course at the version this notebook was written for ("main": a branch, a tag or a commit).
+    subprocess.run(["git", "init", "-q", "/content/multimodal-llms-hands-on"], check=True)
+    subprocess.run(["git", "-C", "/content/multimodal-llms-hands-on", "fetch", "-q", "--depth", "1", "https://github.com/mmllm-course/multimodal-llms-hands-on", "main"], check=True)
+    subprocess.run(["git", "-C", "/content/multimodal-llms-hands-on", "checkout", "-q", "FETCH_HEAD"], check=True)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", "/content/multimodal-llms-hands-on/requirements-colab.txt"], check=True)
 if "google.colab" in sys.modules:
     os.chdir("/content/multimodal-llms-hands-on/chapters")

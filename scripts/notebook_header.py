@@ -2,9 +2,12 @@
 
 Each chapter and solution starts with
   1. a markdown cell: the title, then an "Open in Colab" badge linking to this notebook;
-  2. the setup cell: on Colab it clones the repository and installs requirements-colab.txt,
-     elsewhere it only puts the course folder on ``sys.path``.
-Both are built from ``repository.url`` in _config.yml, the one place the address lives.
+  2. the setup cell: on Colab it fetches the course at the version the notebook was written
+     against and installs requirements-colab.txt; elsewhere it only puts the course folder on
+     ``sys.path``.
+Both are built from ``repository.url`` and ``repository.branch`` in _config.yml, the one place the
+address and the version live. ``branch`` may be a branch, a tag or a commit: a released edition
+pins a tag, so a reader's notebook and the code it fetches always agree.
 
     python scripts/notebook_header.py --check   # report notebooks that differ (used by the tests)
     python scripts/notebook_header.py --write   # rewrite the .py files, then `make sync`
@@ -39,10 +42,18 @@ def repository_url(config_path: Path = ROOT / "_config.yml") -> str:
     return url
 
 
+def course_version(config_path: Path = ROOT / "_config.yml") -> str:
+    """The version the notebooks open and fetch: ``repository.branch`` (a branch, a tag or a commit)."""
+    version = str(yaml.safe_load(config_path.read_text())["repository"].get("branch", "main"))
+    if not re.fullmatch(r"[\w./-]+", version) or version.startswith("-"):
+        raise ValueError(f"repository.branch in _config.yml must be a branch, tag or commit name, got {version!r}")
+    return version
+
+
 def colab_url(notebook: Path, url: str | None = None) -> str:
     """The Colab address that opens ``notebook`` (a path inside the repository) from GitHub."""
     url = url or repository_url()
-    branch = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"].get("branch", "main")
+    branch = course_version()
     rel = notebook.resolve().relative_to(ROOT).with_suffix(".ipynb").as_posix()
     return f"https://colab.research.google.com/github/{url.removeprefix('https://github.com/')}/blob/{branch}/{rel}"
 
@@ -51,15 +62,18 @@ def badge(notebook: Path, url: str | None = None) -> str:
     return f"[![Open in Colab](../images/colab-badge.svg)]({colab_url(notebook, url)})"
 
 
-def setup_source(url: str | None = None) -> str:
-    url = url or repository_url()
+def setup_source(url: str | None = None, version: str | None = None) -> str:
+    url, version = url or repository_url(), version or course_version()
     folder = url.rsplit("/", 1)[-1]
     return f'''{SETUP_MARKER}, fetch the course and the packages Colab lacks; elsewhere, find the course folder.
 import os, subprocess, sys
 from pathlib import Path
 
-if "google.colab" in sys.modules and not Path("/content/{folder}").exists():
-    subprocess.run(["git", "clone", "--depth", "1", "{url}", "/content/{folder}"], check=True)
+if "google.colab" in sys.modules and not Path("/content/{folder}/utils/runtime.py").exists():
+    # The course at the version this notebook was written for ("{version}": a branch, a tag or a commit).
+    subprocess.run(["git", "init", "-q", "/content/{folder}"], check=True)
+    subprocess.run(["git", "-C", "/content/{folder}", "fetch", "-q", "--depth", "1", "{url}", "{version}"], check=True)
+    subprocess.run(["git", "-C", "/content/{folder}", "checkout", "-q", "FETCH_HEAD"], check=True)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", "/content/{folder}/requirements-colab.txt"], check=True)
 if "google.colab" in sys.modules:
     os.chdir("/content/{folder}/chapters")

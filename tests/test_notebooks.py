@@ -68,6 +68,29 @@ def test_setup_cell_builds_on_the_configured_repository() -> None:
                     "/blob/main/chapters/00_getting_started.ipynb")
 
 
+def test_setup_cell_fetches_the_course_at_its_pinned_version(tmp_path: Path) -> None:
+    """The Colab setup cell's git commands, run against a local copy: a tag gives that tag's files."""
+    bare, tagged = tmp_path / "course.git", subprocess.run(["git", "rev-parse", "HEAD~1"], cwd=ROOT, capture_output=True,
+                                                           text=True, check=True).stdout.strip()
+    subprocess.run(["git", "clone", "-q", "--bare", str(ROOT), str(bare)], check=True)
+    subprocess.run(["git", "-C", str(bare), "tag", "edition-test", tagged], check=True)
+    assert notebook_header.course_version() in notebook_header.setup_source()
+    source = notebook_header.setup_source(url="https://github.com/owner/course", version="edition-test")
+    for line in (l.strip() for l in source.splitlines() if 'subprocess.run(["git"' in l):
+        line = line.replace("https://github.com/owner/course", bare.as_uri()).replace("/content/course", str(tmp_path / "c"))
+        eval(line, {"subprocess": subprocess})
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path / "c", capture_output=True, text=True).stdout.strip()
+    assert head == tagged and (tmp_path / "c" / "utils" / "runtime.py").exists()
+    with pytest.raises(ValueError, match="branch, tag or commit"):
+        notebook_header.course_version(_config_with(tmp_path, "main; rm -rf /"))
+
+
+def _config_with(tmp_path: Path, branch: str) -> Path:
+    config = tmp_path / "_config.yml"
+    config.write_text(f"repository:\n  url: https://github.com/a/b\n  branch: '{branch}'\n")
+    return config
+
+
 def test_setup_cell_does_nothing_outside_colab_but_find_the_course(tmp_path: Path) -> None:
     code = notebook_header.setup_source() + "\nprint(COURSE_ROOT)"
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT / "chapters", capture_output=True, text=True)
