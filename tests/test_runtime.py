@@ -23,6 +23,7 @@ def test_tests_run_in_tiny_mode_on_the_cpu() -> None:
     assert runtime.MODE == "tiny" and runtime.DEVICE == "cpu"
 
 
+@pytest.mark.filterwarnings("ignore:MMLLM_MODE=full on a machine without a CUDA GPU")  # tested below
 @pytest.mark.parametrize("value", ["tiny", "TINY", " tiny ", "full"])
 def test_explicit_modes(value: str) -> None:
     assert runtime.resolve_mode(value) == value.strip().lower()
