@@ -391,8 +391,8 @@ demo_losses = clip.train_clip(demo_model, tokenizer, demo_world.images() * 2 - 1
 
 # %% [markdown]
 # With 64 pairs per batch, guessing costs $\log 64 = 4.16$; the loss starts there and falls as
-# the two encoders begin to agree (the cell checks that the last ten steps average at least 2
-# below chance; the digits themselves vary a little from one computer to another):
+# the two encoders begin to agree: by the last ten steps it is at least 2 below chance (the exact
+# digits vary a little from one computer to another):
 
 # %% tags=["nbval-ignore-output"]
 claims.between("the mean loss of the first 10 steps", np.mean(demo_losses[:10]), math.log(64) - 0.5, math.log(64) + 0.5)
@@ -469,14 +469,15 @@ for k in (1, 5):
     print(f"recall@{k}: text -> image {recall[k, 'text -> image']:.1%}, "
           f"image -> text {recall[k, 'image -> text']:.1%}  (chance {k / len(captions):.1%})")
 print(f"{len(set(captions))} distinct captions among {len(captions)} scenes")
-# Identical captions tie exactly, and which of them ranks first can differ between computers: claims, not digits.
+# Identical captions tie exactly, and which of them ranks first can differ between computers: we state bounds.
 for direction in ("text -> image", "image -> text"):
     claims.at_least(f"recall@5, {direction}", recall[5, direction], 0.9)
-    claims.between(f"recall@1, {direction}", recall[1, direction], 0.5, recall[5, direction])
+    claims.at_least(f"recall@1, {direction}", recall[1, direction], 0.5)
 
 # %% [markdown]
-# The top five images for three caption queries; the true scene has a green frame. The images
-# that outrank it usually fit the caption too:
+# Over nine queries in ten find their partner among the top five in both directions, and more than
+# half rank it first. The top five images for three caption queries; the true scene has a green
+# frame. The images that outrank it usually fit the caption too:
 
 # %%
 queries = [0, 1, 2]
@@ -567,7 +568,7 @@ plt.show()
 # sentence-transformers wraps the same checkpoint behind one `encode` method that takes either
 # strings or PIL images, and `util.cos_sim` gives the similarity matrix. (The course material
 # loads `"clip-ViT-B-32"`, the library's own copy of ViT-B/32; the transformers checkpoint we use
-# works directly.) The matrix for four scenes and their captions, and the largest difference from
+# works directly.) The matrix for four scenes and their captions, and how closely it agrees with
 # our own embeddings:
 
 # %%
@@ -681,7 +682,7 @@ claims.close("the loss with 1 and with 2 processes", two["loss"], one["loss"], a
 claims.at_most("the largest gradient difference between 1 and 2 processes (relative)", worst, 1e-5,
                hint="A gradient that differs by more than rounding means the gather lost a process's share.")
 print(f"loss: 1 process {one['loss']:.4f}, 2 processes {two['loss']:.4f}")
-print(f"{len(one['grads'])} gradient tensors; each agrees to within 1e-5 of its largest entry")
+print(f"{len(one['grads'])} gradient tensors; each agrees to within 1e-5 x max(1, its largest entry)")
 
 # %% [markdown]
 # The same loss and the same gradients, up to float rounding. Real CLIP training adds two

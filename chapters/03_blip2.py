@@ -521,7 +521,7 @@ if runtime.MODE == "tiny":
         by_kind.setdefault(q.kind, []).append(g == q.answer)
     for kind, chance in (("size", 1 / 2), ("exists", 1 / 2), ("colour", 1 / 5), ("relation", 1 / 4)):
         claims.between(f"on a blank image, the accuracy on {kind} questions", np.mean(by_kind[kind]),
-                       chance - 0.15, chance + 0.15, hint=f"The text says it is near chance ({chance:.0%}).")
+                       chance / 2, chance * 3 / 2, hint=f"The text says it is near chance ({chance:.0%}).")
     print(f"blank image: {np.mean([g == q.answer for g, q in zip(blind, items)]):.1%} right; by kind "
           + ", ".join(f"{k} {np.mean(v):.0%}" for k, v in by_kind.items()))
 
@@ -568,7 +568,7 @@ print(f"empty message -> {bot.respond(history, '   ')!r}")
 #
 # The widget is a thin shell over the same `respond`: an image, a transcript, a text box, **Send**
 # and **Reset**. In a live notebook type into the box; here the cell drives it through its
-# buttons, as the test suite does.
+# buttons, so that the transcript appears on this page.
 
 # %%
 widget = chat.ChatWidget(bot)

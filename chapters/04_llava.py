@@ -559,6 +559,9 @@ if runtime.MODE == "tiny":
     claims.between("the POPE yes-ratio", scores.yes_ratio, 0.4, 0.6)
 
 # %% [markdown]
+# The tiny LLaVA says yes about half the time, as often as the answer is yes, and its F1 is above
+# 0.95: on ShapesWorld's closed set of 15 colour-shape pairs it does not hallucinate objects.
+#
 # ## 4.6 Beyond the projector
 #
 # ### CogVLM: a visual expert in every layer
@@ -668,7 +671,8 @@ print(f"{len(cases)} scenes; program: {program_accuracy:.0%} right with {tools.c
       f"per question; direct question: {direct_accuracy:.0%} right")
 if runtime.MODE == "tiny":
     claims.at_least("the program's accuracy", program_accuracy, 0.8)
-    claims.at_most("the direct question's accuracy (the text says the model cannot answer it)", direct_accuracy, 0.3)
+    claims.at_most("the direct question's accuracy (the text says the model cannot answer it)", direct_accuracy, 0.2)
+    claims.at_least("model calls per question the program makes", tools.calls / len(cases), 5)
 
 # %% [markdown]
 # The program pays with many more model calls but turns a question the model cannot answer

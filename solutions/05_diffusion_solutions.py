@@ -98,9 +98,9 @@ checks.check_cosine_alpha_bars(cosine_alpha_bars)
 ours, library = cosine_alpha_bars(1000), NoiseSchedule.cosine().alpha_bars
 claims.close("cosine_alpha_bars vs the library over the first 999 steps", ours[:-1], library[:-1], atol=1e-12)
 print("over the first 999 steps they agree with the library to within 1e-12")
-print(f"last step: {ours[-1]:.2e} here, {library[-1]:.2e} in the library (its last beta is clipped at 0.999)")
 claims.at_most("the last alpha_bar without clipping", ours[-1], 1e-30)
 claims.between("the library's last alpha_bar (its last beta clipped at 0.999)", library[-1], 2e-9, 3e-9)
+print(f"last step: {ours[-1]:.2e} here, {library[-1]:.2e} in the library (its last beta is clipped at 0.999)")
 
 # %% [markdown]
 # ## Exercise 5.3 -- one reverse step

@@ -174,3 +174,13 @@ def test_ignored_outputs_have_their_claims_checked(ipynb: Path) -> None:
         assert checked_here or checked_next, (
             f"{ipynb.name}, code cell {i + 1} is tagged {IGNORE} but neither it nor the next cell checks what the "
             "text claims about its output with utils.claims, so a wrong result would pass unnoticed.")
+
+
+@pytest.mark.parametrize("ipynb", IPYNB_FILES, ids=ids(IPYNB_FILES))
+def test_a_claim_never_shows_up_as_a_bare_number(ipynb: Path) -> None:
+    """A utils.claims check returns the number it checked: as a cell's last line, the book would show it raw."""
+    for i, cell in enumerate(code_cells(ipynb)):
+        shown = [out for out in cell.get("outputs", []) if out.output_type == "execute_result"]
+        assert not ("claims." in cell.source and shown), (
+            f"{ipynb.name}, code cell {i + 1} shows {stored_text(cell)[-60:]!r} as a bare value: end the cell with "
+            "a print, and put the claim before it")
