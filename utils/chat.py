@@ -85,7 +85,8 @@ def fit_history(
     """
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
-    kept = list(history[len(history) - max_tokens // MIN_TURN_TOKENS:]) if max_tokens // MIN_TURN_TOKENS else []
+    room = max_tokens // MIN_TURN_TOKENS  # the most turns that could fit
+    kept = list(history[-room:]) if room else []
     alone = count_tokens(build_prompt([], question))
     if alone > max_tokens:
         raise ValueError(
