@@ -4,6 +4,8 @@
 #   make check   the quick inner loop: unit tests without the notebooks and the slow tests (under a minute)
 #   make test-portable   make test again under two other floating-point configurations (before closing
 #                work that touches a notebook)
+#   make rehearse  run every notebook's full-mode code on stand-ins of the real checkpoints (CPU, offline)
+#                and re-record the workload the T4 plan costs (configs/t4_workload.json)
 #   make lab     JupyterLab on the repository
 #   make sync    pair every notebook with its py:percent file (jupytext)
 #   make assets  retrain every tiny checkpoint in models/ (deterministic, CPU)
@@ -21,7 +23,7 @@ export PYTHONHASHSEED := 0
 NOTEBOOKS := $(sort $(wildcard chapters/*.ipynb solutions/*.ipynb))
 JOBS ?= 2
 
-.PHONY: book test check test-portable lab sync assets pins bench setup clean
+.PHONY: book test check test-portable rehearse lab sync assets pins bench setup clean
 
 setup:
 	@scripts/setup_env.sh python
@@ -45,6 +47,10 @@ check:
 test-portable:
 	@scripts/setup_env.sh browser
 	$(PY) scripts/test_portable.py
+
+rehearse:
+	@scripts/setup_env.sh python
+	$(PY) scripts/rehearse.py --jobs $(JOBS) --workload configs/t4_workload.json
 
 lab:
 	@scripts/setup_env.sh python

@@ -86,6 +86,47 @@ for row in zoo.table():
     print(" | ".join(f"{key}: {value}" for key, value in row.items()))
 
 # %% [markdown]
+# ### Will full mode fit a free Colab GPU?
+#
+# Colab's free GPU is an NVIDIA T4: 15 GB of GPU memory, 65 TFLOPS in float16, and about 12.7 GB
+# of system RAM. Before a reader spends an hour there, the course works out what each notebook
+# needs of it, from two things it records: the real checkpoints' configuration files (each model
+# is built at full size on PyTorch's `meta` device, which allocates nothing, to count its
+# parameters) and every call each notebook makes of its models (batch sizes, sequence lengths,
+# image sizes, new tokens, sampling steps), recorded while the notebook runs in **rehearsal**
+# mode, described below. `utils.t4plan` turns them into a plan; each row must stay within 13 GiB
+# of GPU memory and 10 GiB of host RAM, to leave a margin.
+
+# %%
+from utils import t4plan
+
+plan = t4plan.table(t4plan.plan())
+columns = list(plan[0])
+widths = [max(len(c), *(len(row[c]) for row in plan)) for c in columns]
+print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+for row in plan:
+    print("  ".join(row[c].ljust(w) for c, w in zip(columns, widths)))
+print("assumptions:", ", ".join(f"{k} = {v:g}" for k, v in t4plan.ASSUMPTIONS.items()))
+
+# %% [markdown]
+# "Peak GPU" is the weights of every model the notebook keeps on the GPU, plus the activations and
+# key-value cache of its largest call (the batch sizes full mode uses are chosen so that it fits),
+# plus half a gibibyte for CUDA itself. "Host RAM" is what loading needs: a model moved to the GPU
+# with `.to("cuda")` passes through host memory whole, one loaded with `device_map` tensor by
+# tensor. "GPU time" estimates the notebook's calls of the real checkpoints from their FLOPs at 35%
+# of the T4's peak (and, for each generated token, one read of the weights); the small models a
+# chapter trains itself and the downloads come on top. Notebooks that put no model on the GPU
+# (chapter 1 runs ViT-B/16 on one photo, on the CPU) are left out. The one model
+# that needs care is LLaVA-1.5-7B: in float16 its weights alone would fill almost all of the T4,
+# so chapter 4 loads its language model in 4 bits (section 4.1 does the arithmetic).
+#
+# **Rehearsal mode.** Full mode cannot run in CI, which has no GPU and no Hub. `MMLLM_MODE=rehearsal`
+# runs every notebook's full-mode code anyway, in float16 on the CPU, against *stand-ins* of the
+# real checkpoints (`utils.rehearsal`): the same classes, processors, image and patch sizes,
+# special tokens, chat templates and files, with narrow layers and random weights. Its answers
+# are noise, but a cell that would fail on Colab fails there too; the test suite rehearses every
+# notebook (`python scripts/rehearse.py`).
+#
 # Loading is the real Hugging Face call in both modes. CLIP's tokenizer is a good first example:
 # its 49,408-token vocabulary ships inside a Python package, so even offline we get the exact
 # token ids the real CLIP uses.

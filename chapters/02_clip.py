@@ -96,7 +96,7 @@ torch.set_printoptions(precision=4, sci_mode=False)
 # trained on ShapesWorld captions that ships with the course, in full mode OpenAI's ViT-B/32.
 
 # %%
-dtype = torch.float16 if runtime.DEVICE == "cuda" else torch.float32
+dtype = runtime.DTYPE  # float16 in full mode, float32 in tiny mode
 model = CLIPModel.from_pretrained(zoo.path("clip"), dtype=dtype).to(runtime.DEVICE).eval()
 processor = CLIPProcessor.from_pretrained(zoo.path("clip"))
 vision_config, text_config = model.config.vision_config, model.config.text_config
@@ -114,7 +114,8 @@ print(f"{n_parameters:,} parameters: {n_parameters * dtype.itemsize / 2**20:.1f}
 # projection; the text tower's output is read at the `<|endoftext|>` token -- with a causal mask,
 # it is the only position that has seen the whole sentence -- and goes through the text
 # projection. Both land in the same $d$-dimensional space, and `get_image_features` /
-# `get_text_features` do the same.
+# `get_text_features` do the same. (We ask the tokenizer for the id of `<|endoftext|>`: the
+# `eos_token_id` in OpenAI's `config.json` is a leftover 2, which no CLIP token ever has.)
 
 # %%
 scene = ShapesWorld(1, seed=7, split="test").scene(0)
@@ -124,7 +125,7 @@ with torch.no_grad():
     image_summary = model.vision_model.post_layernorm(image_tokens[:, 0])  # (1, D_v): [CLS]
     x = F.normalize(model.visual_projection(image_summary), dim=-1)  # (1, d)
     text_tokens = model.text_model(**{k: inputs[k] for k in ("input_ids", "attention_mask")}).last_hidden_state  # (1, L, D_t)
-    eos_position = (inputs.input_ids == text_config.eos_token_id).int().argmax(dim=-1)  # first <|endoftext|>
+    eos_position = (inputs.input_ids == processor.tokenizer.eos_token_id).int().argmax(dim=-1)  # first <|endoftext|>
     y = F.normalize(model.text_projection(text_tokens[0, eos_position]), dim=-1)  # (1, d)
     reference_x = F.normalize(model.get_image_features(pixel_values=inputs.pixel_values.to(dtype)).pooler_output, dim=-1)
     reference_y = F.normalize(model.get_text_features(input_ids=inputs.input_ids, attention_mask=inputs.attention_mask).pooler_output, dim=-1)
@@ -470,7 +471,7 @@ for k in (1, 5):
           f"image -> text {recall[k, 'image -> text']:.1%}  (chance {k / len(captions):.1%})")
 print(f"{len(set(captions))} distinct captions among {len(captions)} scenes")
 # Identical captions tie exactly, and which of them ranks first can differ between computers: we state bounds.
-for direction in ("text -> image", "image -> text"):
+for direction in ("text -> image", "image -> text") if runtime.MODE == "tiny" else ():  # (about the tiny CLIP)
     claims.at_least(f"recall@5, {direction}", recall[5, direction], 0.9)
     claims.at_least(f"recall@1, {direction}", recall[1, direction], 0.5)
 
@@ -551,9 +552,11 @@ for k in shots:
     probe_accuracy.append((probe.predict(test_embeds) == truth.numpy()).mean())
 print("linear probe accuracy:", ", ".join(f"{k}-shot {a:.1%}" for k, a in zip(shots, probe_accuracy)),
       f"| zero-shot {zero_shot_accuracy:.1%}")
-claims.holds("the probe stays below zero-shot with up to 8 images per class",
-             max(probe_accuracy[:-1]) < zero_shot_accuracy)
-claims.at_least("the 32-shot probe's accuracy (it catches up with zero-shot)", probe_accuracy[-1], zero_shot_accuracy - 0.02)
+if runtime.MODE == "tiny":  # the text's claims are about the tiny CLIP
+    claims.holds("the probe stays below zero-shot with up to 8 images per class",
+                 max(probe_accuracy[:-1]) < zero_shot_accuracy)
+    claims.at_least("the 32-shot probe's accuracy (it catches up with zero-shot)", probe_accuracy[-1],
+                    zero_shot_accuracy - 0.02)
 fig, ax = plt.subplots(figsize=(5.5, 3.2))
 ax.plot(shots, probe_accuracy, marker="o", label="linear probe")
 ax.axhline(zero_shot_accuracy, color="grey", ls="--", label="zero-shot (no labelled images)")

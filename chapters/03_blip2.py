@@ -91,11 +91,12 @@ torch.set_printoptions(precision=4, sci_mode=False)
 # 3.7, which has the same class, the same files and the same processor. Only the sizes differ.
 
 # %%
-device = "cuda" if torch.cuda.is_available() else "cpu"
-dtype = torch.float16 if device == "cuda" else torch.float32
+device = runtime.DEVICE
+dtype = runtime.DTYPE  # float16 in full mode, float32 in tiny mode
 model_path = zoo.path("blip2")
 processor = AutoProcessor.from_pretrained(model_path)
-model = Blip2ForConditionalGeneration.from_pretrained(model_path, dtype=dtype).to(device).eval()
+# device_map puts each tensor on the GPU as it is read: the checkpoint (float32, 15 GB) never sits in host RAM.
+model = Blip2ForConditionalGeneration.from_pretrained(model_path, dtype=dtype, device_map=device).eval()
 config = model.config
 print(f"{runtime.MODE} mode: {type(model).__name__} from "
       f"{zoo.entry('blip2').folder if runtime.MODE == 'tiny' else zoo.entry('blip2').hub_id}")
@@ -156,14 +157,15 @@ print("ours and transformers' agree to within 1e-5")
 # %%
 scene = make_scene(1, seed=0)
 pixel_values = processor(images=scene.render(), return_tensors="pt")["pixel_values"].to(device, dtype)
+qformer_dtype = model.qformer.dtype  # transformers keeps BLIP-2's Q-Former in float32, even in a float16 model
 with torch.no_grad():
-    features = model.vision_model(pixel_values=pixel_values).last_hidden_state  # (1, 1 + patches, E)
-    ours_trained = QFormer.from_transformers(model).to(device, dtype).eval()
+    features = model.vision_model(pixel_values=pixel_values).last_hidden_state.to(qformer_dtype)  # (1, 1 + patches, E)
+    ours_trained = QFormer.from_transformers(model).to(device, qformer_dtype).eval()
     mine = ours_trained(None, features)  # None: use the learned query tokens
     reference = model.qformer(query_embeds=model.query_tokens, encoder_hidden_states=features).last_hidden_state
-claims.close("our Q-Former vs the trained model's (query outputs)", mine, reference, atol=claims.rounding(dtype))
+claims.close("our Q-Former vs the trained model's (query outputs)", mine, reference, atol=claims.rounding(qformer_dtype))
 print(f"image features {tuple(features.shape)} -> query outputs {tuple(mine.shape)}; "
-      f"they agree to within {claims.rounding(dtype):g}")
+      f"they agree to within {claims.rounding(qformer_dtype):g}")
 
 # %% [markdown]
 # Which patches does each query read? The weights of the last cross-attention layer, averaged
@@ -265,7 +267,7 @@ ids = inputs["input_ids"]
 with torch.no_grad():
     patches_out = model.vision_model(pixel_values=inputs["pixel_values"]).last_hidden_state  # (1, 1 + P, E)
     z = model.qformer(query_embeds=model.query_tokens, encoder_hidden_states=patches_out).last_hidden_state  # (1, Q, D)
-    p = model.language_projection(z)  # (1, Q, H): the soft visual prompts
+    p = model.language_projection(z.to(dtype))  # (1, Q, H): the soft visual prompts (the Q-Former ran in float32)
     embeds = model.get_input_embeddings()(ids)  # (1, Q + L, H): the <image> slots hold a placeholder embedding
     embeds = embeds.masked_scatter((ids == config.image_token_index).unsqueeze(-1), p)
     by_hand = model.language_model(inputs_embeds=embeds, attention_mask=inputs["attention_mask"]).logits

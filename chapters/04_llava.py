@@ -88,16 +88,19 @@ torch.set_printoptions(precision=4, sci_mode=False)
 # section 4.5. Both come through the same two calls.
 
 # %%
-device = "cuda" if torch.cuda.is_available() else "cpu"
-dtype = torch.float16 if device == "cuda" else torch.float32
+device = runtime.DEVICE
+dtype = runtime.DTYPE  # float16 in full mode, float32 in tiny mode
 model_path = zoo.path("llava")
 processor = AutoProcessor.from_pretrained(model_path)
-model = LlavaForConditionalGeneration.from_pretrained(model_path, dtype=dtype).to(device).eval()
+# Full mode: the language model in 4 bits, so the 7B model fits a T4 (section 4.1 shows the arithmetic).
+quantization = llava.four_bit_config() if runtime.MODE == "full" else None
+model = LlavaForConditionalGeneration.from_pretrained(model_path, dtype=dtype, device_map=device,
+                                                      quantization_config=quantization).eval()
 config = model.config
 print(f"{runtime.MODE} mode: {type(model).__name__} from {zoo.entry('llava').folder if runtime.MODE == 'tiny' else zoo.entry('llava').hub_id}")
 for name, part in [("vision tower", model.model.vision_tower), ("projector", model.model.multi_modal_projector),
                    ("language model", model.model.language_model)]:
-    print(f"  {name:<15}{type(part).__name__:<26}{sum(p.numel() for p in part.parameters()):>13,} parameters")
+    print(f"  {name:<15}{type(part).__name__:<26}{llava.count_parameters(part):>13,} parameters")
 
 # %% [markdown]
 # ### Patch features from the penultimate layer
@@ -175,19 +178,15 @@ print(f"input_ids: {inputs['input_ids'].shape[1]} positions, of which {n_image} 
 # %% [markdown]
 # The full-size model pays for its simplicity in sequence length: CLIP ViT-L/14 at 336 pixels
 # has $(336/14)^2 = 576$ patches, so every image costs 576 positions of the LLM's context. (A
-# BLIP-2 Q-Former squeezes any image into 32.) We build LLaVA-1.5-7B's configuration and count
+# BLIP-2 Q-Former squeezes any image into 32.) We build LLaVA-1.5-7B from its real configuration
+# (`llava-hf/llava-1.5-7b-hf`'s `config.json`, kept in the course's `configs/` folder) and count
 # its parameters on PyTorch's `meta` device, which allocates no memory, to see what a Colab T4
 # (15 GB) has to hold.
 
 # %%
-from transformers import CLIPVisionConfig, LlamaConfig
+from utils import t4plan
 
-big_config = LlavaConfig(
-    vision_config=CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-                                   image_size=336, patch_size=14, projection_dim=768),
-    text_config=LlamaConfig(vocab_size=32064, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                            num_attention_heads=32, max_position_embeddings=4096),
-    vision_feature_layer=-2, vision_feature_select_strategy="default", image_token_index=32000)
+big_config = LlavaConfig.from_pretrained(t4plan.config_folder("llava"))
 with torch.device("meta"):
     big = LlavaForConditionalGeneration(big_config)
 parts = {"vision tower": big.model.vision_tower, "projector": big.model.multi_modal_projector,
@@ -196,13 +195,21 @@ counts = {name: sum(p.numel() for p in part.parameters()) for name, part in part
 total = sum(counts.values())
 for name, count in counts.items():
     print(f"{name:<15}{count / 1e6:>10,.1f} M")
-print(f"{'total':<15}{total / 1e9:>10.2f} B parameters; fp16 weights {total * 2 / 2**30:.1f} GiB, "
-      f"4-bit about {total * 0.5 / 2**30:.1f} GiB; image tokens per picture: {llava.num_image_tokens(big_config)}")
+print(f"{'total':<15}{total / 1e9:>10.2f} B parameters; image tokens per picture: {llava.num_image_tokens(big_config)}")
+print(f"weights in float16: {total * 2 / 2**30:.1f} GiB; with the language model's blocks in 4 bits: "
+      f"{t4plan.weight_bytes('llava') / 2**30:.1f} GiB")
+here = t4plan.chapter_plan("04_llava", t4plan.workload()["04_llava"])
+print(f"this chapter in full mode on a T4: batches of {llava.full_mode_batch(big_config, 6)} questions, peak GPU memory "
+      f"{here.peak_gpu_gib:.1f} GiB of the plan's {t4plan.GPU_LIMIT_GIB:g}, about {here.gpu_minutes:.0f} minutes of GPU time")
 
 # %% [markdown]
 # In fp16 the weights alone take about 13 GiB (the cell printed the exact figure), leaving almost
-# nothing of a T4's 15 GB for activations. Full mode at the end of the chapter therefore lets
-# `accelerate` place the layers that do not fit in CPU memory.
+# nothing of a T4's 15 GB for activations: a batch of questions, each 576 image tokens plus the
+# text, needs a KV cache of half a mebibyte per token (2 x 32 layers x 4,096 numbers x 2 bytes). Full
+# mode therefore loads the language model's 32 blocks in 4 bits (`llava.four_bit_config`:
+# bitsandbytes' NF4) and keeps the vision tower, the projector, the embeddings and `lm_head` in
+# float16: the second figure above. Chapter 0's T4 plan gives the whole budget, and the batch sizes
+# full mode uses follow from it.
 #
 # ## 4.2 Two training stages and the label mask
 #
@@ -448,17 +455,24 @@ if recipe:
 # the original CLIP tower and on the LLaVA tower.
 
 # %% tags=["nbval-ignore-output"]
-probe_train, probe_test = ShapesWorld(1500, seed=40, split="train"), ShapesWorld(300, seed=41, split="test")
+# Full mode's tower makes 576 features of width 1024 per image: fewer scenes keep them in memory.
+n_train, n_test = (1500, 300) if runtime.MODE == "tiny" else (300, 100)
+probe_train, probe_test = ShapesWorld(n_train, seed=40, split="train"), ShapesWorld(n_test, seed=41, split="test")
 clip_model = CLIPModel.from_pretrained(zoo.path("clip"), dtype=torch.float32) if runtime.MODE == "tiny" else None
 towers = {"tiny CLIP's tower": clip_model.vision_model if clip_model is not None else None,
-          "LLaVA's tower (after the lesson)": model.model.vision_tower}
+          "LLaVA's tower (after the lesson)" if runtime.MODE == "tiny" else "LLaVA-1.5's CLIP ViT-L/14-336": model.model.vision_tower}
 for name, tower in towers.items():
     if tower is None:
         continue
-    feats = [patches.patch_features(tower, (w.images() * 2 - 1).to(device, dtype), layer=config.vision_feature_layer,
-                                    batch_size=256).float().cpu() for w in (probe_train, probe_test)]
+    # The processor brings each scene to the tower's input size (336 px in full mode) and normalisation.
+    feats = [torch.cat([patches.patch_features(tower, processor.image_processor(
+                 images=[s.render() for s in w.scenes[i:i + 64]], return_tensors="pt")["pixel_values"].to(device, dtype),
+                 layer=config.vision_feature_layer, batch_size=64).float().cpu() for i in range(0, len(w), 64)])
+             for w in (probe_train, probe_test)]
     result = patches.object_probe(feats[0], probe_train.scenes, feats[1], probe_test.scenes)
     print(f"{name:<34} centre-patch probe: colour {result['colour']:.1%}, shape {result['shape']:.1%}")
+    if runtime.MODE != "tiny":
+        continue  # the claims below are about the tiny towers
     claims.at_least(f"{name}: the probe's colour accuracy", result["colour"], 0.95)
     if name.startswith("LLaVA"):
         claims.at_least(f"{name}: the probe's shape accuracy", result["shape"], 0.95)
@@ -491,10 +505,11 @@ if recipe:
 #
 # Now the test: every ShapesWorld question (count, colour, shape, size, existence, relation)
 # about 60 scenes the model never saw, asked through the processor and `generate`, with
-# LLaVA-1.5's "Answer the question using a single word or phrase."
+# LLaVA-1.5's "Answer the question using a single word or phrase." (Full mode asks about 20:
+# LLaVA-1.5-7B reads 600 tokens per question, about a third of a second each on a T4.)
 
 # %% tags=["nbval-ignore-output"]
-test_scenes = ShapesWorld(60, seed=23, split="test").scenes
+test_scenes = ShapesWorld(60 if runtime.MODE == "tiny" else 20, seed=23, split="test").scenes
 start = time.perf_counter()
 qa = llava.qa_accuracy(model, processor, test_scenes)
 print(f"{sum(len(s.qa) for s in test_scenes)} questions in {time.perf_counter() - start:.0f} s: "
@@ -549,7 +564,7 @@ for ax, title in zip(fig.axes, titles):
 # **yes-ratio**: a model that hallucinates says yes far more than half the time.
 
 # %%
-pope_scenes = ShapesWorld(200, seed=24, split="test").scenes
+pope_scenes = ShapesWorld(200 if runtime.MODE == "tiny" else 50, seed=24, split="test").scenes
 scores = llava.pope(model, processor, pope_scenes)
 print(f"{scores.n} probes ('Is there a {{colour}} {{shape}} in the image?'), half of them absent")
 print(f"accuracy {scores.accuracy:.1%}, precision {scores.precision:.3f}, recall {scores.recall:.3f}, "
@@ -610,8 +625,8 @@ print(f"trainable expert parameters per block: {expert:,} of {sum(p.numel() for 
 from safetensors.torch import load_file
 
 variant_file = Path(model_path) / "variant_descriptions.safetensors"
-theta_a = {k: v.float() for k, v in model.state_dict().items()}
-if variant_file.exists():
+if variant_file.exists():  # (the float32 copies below are for the tiny model: 7B parameters would need 26 GiB)
+    theta_a = {k: v.float() for k, v in model.state_dict().items()}
     theta_b = dict(theta_a, **{k: v.float() for k, v in load_file(str(variant_file)).items()})
     theta_b["lm_head.weight"] = theta_b["model.language_model.embed_tokens.weight"]  # tied
     mixer = LlavaForConditionalGeneration(config).to(device).eval()
@@ -659,7 +674,7 @@ for s in ShapesWorld(400, seed=25, split="test").scenes:
     left = [o for o in s.objects if square is not None and o is not square and relation(o, square) == "to the left of"]
     if len(left) == 1:
         cases.append((s, left[0].colour))
-    if len(cases) == 20:
+    if len(cases) == (20 if runtime.MODE == "tiny" else 10):  # full mode: each program calls the 7B model ~20 times
         break
 program = [beyond_projector.colour_left_of(tools, s.render(), "square") for s, _ in cases]
 direct = [llava.first_word(a) for a in llava.answer_questions(

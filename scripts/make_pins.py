@@ -14,7 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # What a Colab GPU runtime lacks or has at another version. Colab's own torch (a CUDA build)
 # is kept, so it is not listed; everything the chapters import beyond it is.
-COLAB_PACKAGES = ("transformers", "sentence-transformers", "diffusers", "accelerate", "safetensors",
+COLAB_PACKAGES = ("transformers", "sentence-transformers", "diffusers", "accelerate", "bitsandbytes", "safetensors",
                   "tokenizers", "huggingface_hub", "einops", "ipywidgets", "scikit-image")
 
 

@@ -85,3 +85,15 @@ def test_full_mode_without_a_gpu_warns_once_with_the_cost(monkeypatch: pytest.Mo
         warnings.simplefilter("error")
         assert runtime.resolve_mode("full") == "full"  # once is enough
         assert runtime.resolve_mode("tiny") == "tiny"
+
+
+def test_rehearsal_is_full_mode_on_stand_ins() -> None:
+    assert runtime.resolve_mode("rehearsal") == "full"
+    code = ("from utils import runtime, zoo; import torch; "
+            "print(runtime.MODE, runtime.REHEARSAL, runtime.DEVICE, runtime.DTYPE, zoo.path('vit'))")
+    result = run_python(code, MMLLM_MODE="rehearsal")
+    assert result.returncode == 0, result.stderr
+    mode, rehearsal, device, dtype, folder = result.stdout.split()
+    assert (mode, rehearsal, device, dtype) == ("full", "True", "cpu", "torch.float16")
+    assert folder.endswith("/vit") and "models/" not in folder  # a stand-in, not the shipped tiny ViT
+    assert "MMLLM_MODE=full on a machine without a CUDA GPU" not in result.stderr  # no warning for a rehearsal

@@ -209,7 +209,8 @@ def queries_to_prompts(model: Any, image_embeds: torch.Tensor) -> torch.Tensor:
     queries = model.query_tokens.expand(image_embeds.shape[0], -1, -1)  # (B, Q, D)
     mask = torch.ones(image_embeds.shape[:2], dtype=torch.long, device=image_embeds.device)  # (B, 1 + N)
     out = model.qformer(query_embeds=queries, encoder_hidden_states=image_embeds, encoder_attention_mask=mask)
-    return model.language_projection(out.last_hidden_state)  # (B, Q, D) -> (B, Q, H)
+    # transformers keeps the Q-Former in float32 inside a float16 model: back to the projection's dtype
+    return model.language_projection(out.last_hidden_state.to(model.language_projection.weight.dtype))  # (B, Q, H)
 
 
 @torch.no_grad()
@@ -273,7 +274,7 @@ def _generate(model: Any, processor: Any, images: Sequence[Any], prompts: Sequen
         for start in range(0, len(group), batch_size):
             chunk = group[start:start + batch_size]
             inputs = processor(images=[images[i] for i in chunk], text=[prompts[i] or "" for i in chunk],
-                               return_tensors="pt")  # input_ids (B, Q + L): the Q <image> slots, <s>, the prompt
+                               return_tensors="pt").to(model.device)  # input_ids (B, Q + L): Q <image> slots, <s>, prompt
             inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)  # (B, C, H, W)
             with torch.no_grad():
                 out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,

@@ -333,8 +333,8 @@ def sample_image(name: str, mode: str | None = None) -> Image.Image:
     if mode is None:
         from utils import runtime
 
-        mode = runtime.MODE
-    if mode == "full" and url is not None:
+        mode = "rehearsal" if runtime.REHEARSAL else runtime.MODE
+    if mode == "full" and url is not None:  # (a rehearsal stays offline: it uses the shipped copy)
         try:
             return load_image(url)
         except ImageLoadError as exc:

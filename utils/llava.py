@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 import torch
+from tqdm.auto import tqdm
 
-from utils import tiny_lm
+from utils import runtime, tiny_lm
 from utils.chat import check_user_text
 from utils.shapes import COLOURS, SHAPES, Scene
 from utils.tiny_lm import IGNORE_INDEX, IMAGE_TOKEN, SPECIAL_TOKENS
@@ -171,6 +172,27 @@ def build_processor(image_processor: Any, tokenizer: Any, patch_size: int):
                           chat_template=CHAT_TEMPLATE, image_token=IMAGE_TOKEN)
 
 
+def four_bit_config() -> Any:
+    """How full mode fits LLaVA-1.5-7B on a T4: the language model's layers in 4 bits (bitsandbytes NF4,
+    computing in float16); the vision tower, projector and lm_head stay float16.
+
+    In float16 the weights alone take 13.2 GiB of the T4's 15 GB, which leaves no room to run the
+    model; with the 32 blocks in NF4 the whole model takes 4.5 GiB (``utils.t4plan.weight_bytes``).
+    NF4 stores each weight as one of 16 levels placed at the quantiles of a normal distribution,
+    with one float32 scale per 64 weights.
+    """
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float16,
+                              # module paths from the top (transformers matches a name from its start or its end)
+                              llm_int8_skip_modules=["model.vision_tower", "model.multi_modal_projector", "lm_head"])
+
+
+def count_parameters(module: torch.nn.Module) -> int:
+    """Parameters of ``module``, counting a 4-bit weight (bitsandbytes packs two per byte) as the values it holds."""
+    return sum(_values(p) for p in module.parameters())
+
+
 def num_image_tokens(config: Any) -> int:
     """How many positions one image fills in the LM's input: patches, plus [CLS] unless it is dropped."""
     vision = config.vision_config
@@ -187,20 +209,33 @@ def set_stage(model: Any, stage: int) -> dict[str, int]:
 
     Stage 1 trains the projector only; stage 2 the projector and the language model. The
     vision tower stays frozen in both.
+
+    A model loaded in 4 bits (full mode on a T4) has language-model weights that cannot take
+    gradients at all: they are marked frozen and counted as the stage would train them. (Training
+    on such a model needs small float16 adapters beside the 4-bit weights, as QLoRA does.)
     """
     if stage not in (1, 2):
         raise ValueError(f"LLaVA has two training stages, 1 and 2; got {stage!r}")
     parts = {"vision tower": model.model.vision_tower, "projector": model.model.multi_modal_projector,
              "language model": model.model.language_model}
+    trained: dict[int, torch.nn.Parameter] = {}
     for name, part in parts.items():
         train = name == "projector" or (stage == 2 and name == "language model")
         for p in part.parameters():
-            p.requires_grad_(train)
+            p.requires_grad_(train and p.is_floating_point())
+            if train:
+                trained[id(p)] = p
     for p in model.lm_head.parameters():  # tied to the input embeddings in the tiny model
-        p.requires_grad_(stage == 2)
-    counts = {name: trainable_parameters(part) for name, part in parts.items()}
-    counts["total"] = trainable_parameters(model)
+        p.requires_grad_(stage == 2 and p.is_floating_point())
+        if stage == 2:
+            trained[id(p)] = p
+    counts = {name: sum(_values(p) for p in part.parameters() if id(p) in trained) for name, part in parts.items()}
+    counts["total"] = sum(_values(p) for p in trained.values())
     return counts
+
+
+def _values(p: torch.nn.Parameter) -> int:
+    return p.numel() * (2 if type(p).__name__ == "Params4bit" else 1)
 
 
 # --- batching ---------------------------------------------------------------------------------------
@@ -217,7 +252,9 @@ def encode_conversation(tokenizer: Any, messages: Sequence[Mapping[str, Any]], i
     The result matches what ``LlavaProcessor`` produces for the same text (tested), so a model
     trained on it sees at inference time exactly the layout it was trained on.
     """
-    text = tokenizer.apply_chat_template(list(messages), tokenize=False)
+    # llava-hf's tokenizer has no chat template of its own (its processor has): fall back to ours, the same format.
+    text = tokenizer.apply_chat_template(list(messages), tokenize=False,
+                                         chat_template=getattr(tokenizer, "chat_template", None) or CHAT_TEMPLATE)
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
     expanded: list[int] = []
@@ -242,10 +279,12 @@ def collate(items: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
 
 # --- answering and evaluation -------------------------------------------------------------------
 def answer_questions(model: Any, processor: Any, images: Sequence[Any], questions: Sequence[str], *,
-                     image_first: bool | None = None, max_new_tokens: int = 6, batch_size: int = 64) -> list[str]:
+                     image_first: bool | None = None, max_new_tokens: int = 6, batch_size: int | None = None) -> list[str]:
     """Greedy answers, one per (image, question) pair, through the processor and ``generate``.
 
     ``image_first`` defaults to the model's own habit (``config.image_first``, True for LLaVA-1.5).
+    ``batch_size`` defaults to 64 in tiny mode, and in full mode to the largest batch the T4 plan
+    fits (:func:`full_mode_batch`).
     Images may be anything ``utils.images.load_image`` reads (PIL, path, URL, array); an
     unreadable one raises ``ImageLoadError`` naming it.
     """
@@ -257,17 +296,21 @@ def answer_questions(model: Any, processor: Any, images: Sequence[Any], question
         raise ValueError(f"{len(images)} images but {len(questions)} questions: pass one question per image")
     if image_first is None:
         image_first = getattr(model.config, "image_first", True)
+    if batch_size is None:
+        batch_size = full_mode_batch(model.config, max_new_tokens) if runtime.MODE == "full" else 64
     tokenizer = processor.tokenizer
     old_side = tokenizer.padding_side
     tokenizer.padding_side = "left"  # generation continues from the right end of every row
     answers: list[str] = []
     try:
-        for start in range(0, len(questions), batch_size):
+        starts = range(0, len(questions), batch_size)
+        # Full mode on a T4 takes seconds per batch: show a bar when there are several.
+        for start in tqdm(starts, desc="LLaVA", unit="batch", disable=runtime.MODE == "tiny" or len(starts) < 2):
             chunk_q = questions[start:start + batch_size]
             chunk_i = [load_image(image) for image in images[start:start + batch_size]]
             prompts = [processor.apply_chat_template([user_message(q, image_first=image_first)],  # refuses blank questions
                                                      add_generation_prompt=True) for q in chunk_q]
-            inputs = processor(images=chunk_i, text=prompts, return_tensors="pt", padding=True)  # input_ids (B, L)
+            inputs = processor(images=chunk_i, text=prompts, return_tensors="pt", padding=True).to(model.device)  # (B, L)
             context = model.config.text_config.max_position_embeddings
             if inputs["input_ids"].shape[1] + max_new_tokens > context:
                 raise ValueError(f"a prompt of {inputs['input_ids'].shape[1]} tokens (the image's included) and "
@@ -282,6 +325,18 @@ def answer_questions(model: Any, processor: Any, images: Sequence[Any], question
     finally:
         tokenizer.padding_side = old_side
     return answers
+
+
+QUESTION_TOKENS = 64  # room for the question and the chat format in a full-mode batch's prompts
+
+
+def full_mode_batch(config: Any, max_new_tokens: int) -> int:
+    """How many questions full mode asks LLaVA-1.5 at once: the largest batch whose KV cache and
+    activations, next to the weights, stay within the T4 plan's 13 GiB (``utils.t4plan``)."""
+    from utils import t4plan
+
+    side = config.vision_config.image_size
+    return t4plan.largest_batch("llava", num_image_tokens(config) + QUESTION_TOKENS, max_new_tokens, [3, side, side])
 
 
 def first_word(answer: str) -> str:

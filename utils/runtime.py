@@ -2,16 +2,24 @@
 
 Every chapter starts with ``from utils import runtime``. The mode is picked once, here:
 
-=======  ==================================================  =====================================
-mode     when                                                models
-=======  ==================================================  =====================================
-full     a CUDA GPU is present and the Hugging Face Hub      the real checkpoints (CLIP ViT-B/32,
-         answers (e.g. on Colab)                             BLIP-2 OPT-2.7B, ...)
-tiny     otherwise: CI, offline laptops                      small checkpoints shipped in models/
-=======  ==================================================  =====================================
+=========  ==============================================  =========================================
+mode       when                                            models
+=========  ==============================================  =========================================
+full       a CUDA GPU is present and the Hugging Face      the real checkpoints (CLIP ViT-B/32,
+           Hub answers (e.g. on Colab)                     BLIP-2 OPT-2.7B, ...), in float16
+tiny       otherwise: CI, offline laptops                  small checkpoints shipped in models/
+rehearsal  only when asked for: the tests                  stand-ins of the real checkpoints
+=========  ==============================================  =========================================
 
-``MMLLM_MODE=tiny|full|auto`` overrides the choice (default ``auto``). ``MMLLM_THREADS=N`` sets
-the number of CPU threads torch uses (the tests use one per notebook, as two run side by side).
+``MMLLM_MODE=tiny|full|auto|rehearsal`` overrides the choice (default ``auto``). ``MMLLM_THREADS=N``
+sets the number of CPU threads torch uses (the tests use one per notebook, as two run side by side).
+
+**Rehearsal** is full mode without a GPU or a network, so that the path a Colab reader takes is
+tested on every change. ``MODE`` is ``"full"`` and every chapter runs its full-mode code, in
+float16; only :func:`utils.zoo.path` differs: it returns a *stand-in* built offline from the real
+checkpoint's recorded configuration files (``configs/``): the same classes, image and patch sizes,
+vocabulary, special tokens and chat template, with narrow layers and random weights
+(:mod:`utils.rehearsal`). Its outputs are noise; what it proves is that no cell fails.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from importlib import metadata
 import numpy as np
 import torch
 
-MODES = ("tiny", "full", "auto")
+MODES = ("tiny", "full", "auto", "rehearsal")
 HUB_HOST = "huggingface.co"
 HUB_TIMEOUT_S = 2.0
 
@@ -63,13 +71,15 @@ def hub_reachable(timeout: float = HUB_TIMEOUT_S) -> bool:
 
 
 def resolve_mode(requested: str | None = None) -> str:
-    """Turn a requested mode (or ``$MMLLM_MODE``) into ``"tiny"`` or ``"full"``."""
+    """Turn a requested mode (or ``$MMLLM_MODE``) into ``"tiny"`` or ``"full"`` (rehearsal is full mode)."""
     value = (requested if requested is not None else os.environ.get("MMLLM_MODE", "auto")).strip().lower()
     if value not in MODES:
         raise ModeError(
             f"MMLLM_MODE={value!r} is not a mode; use one of {', '.join(MODES)} "
             "(e.g. `export MMLLM_MODE=tiny` to run offline on a CPU)."
         )
+    if value == "rehearsal":
+        return "full"
     if value == "full" and not torch.cuda.is_available():
         _warn_once("MMLLM_MODE=full on a machine without a CUDA GPU: the real checkpoints (gigabytes) will be "
                    "downloaded and run on the CPU, where BLIP-2 and LLaVA take minutes per answer and need more "
@@ -114,7 +124,7 @@ def silence_known_warnings() -> None:
     ]
     for pattern in quiet:
         warnings.filterwarnings("ignore", message=pattern)
-    for name in ("transformers", "diffusers", "sentence_transformers", "huggingface_hub"):
+    for name in ("transformers", "diffusers", "sentence_transformers", "huggingface_hub", "bitsandbytes"):
         logging.getLogger(name).setLevel(logging.ERROR)
     try:  # transformers has its own verbosity switch and progress bars
         from transformers.utils import logging as hf_logging
@@ -165,7 +175,7 @@ def gpu_summary() -> str:
 def environment_report(packages: tuple[str, ...] = REPORTED_PACKAGES) -> dict[str, str]:
     """Everything a bug report needs, as an ordered ``{name: value}`` table."""
     report = {
-        "mode": MODE,
+        "mode": f"{MODE} (rehearsal: stand-in checkpoints)" if REHEARSAL else MODE,
         "device": DEVICE,
         "GPU": gpu_summary(),
         "CPU threads": str(torch.get_num_threads()),
@@ -186,6 +196,14 @@ def print_environment_report(versions: bool = True) -> None:
 # Every request to the Hub answers within this many seconds or fails (huggingface_hub reads it once, on import).
 os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "30")
 MODE: str = resolve_mode()
+# True when MMLLM_MODE=rehearsal: full mode's code on stand-in checkpoints (see the module's docstring).
+REHEARSAL: bool = os.environ.get("MMLLM_MODE", "").strip().lower() == "rehearsal"
 DEVICE: str = "cuda" if MODE == "full" and torch.cuda.is_available() else "cpu"
+# Full mode computes in float16, as a T4 does (it has no fast bfloat16); the rehearsal too, on the CPU.
+DTYPE: torch.dtype = torch.float16 if MODE == "full" else torch.float32
 THREADS: int = _configure_threads()
 silence_known_warnings()
+if REHEARSAL and os.environ.get("MMLLM_REHEARSAL_LOG"):  # scripts/rehearse.py --workload: note every model call
+    from utils import rehearsal as _rehearsal
+
+    _rehearsal.record_workload(os.environ["MMLLM_REHEARSAL_LOG"])

@@ -153,10 +153,17 @@ def verify(folder: Path, rebuild: str) -> None:
 def path(name: str, mode: str | None = None) -> str:
     """A local folder holding model ``name``, ready for ``from_pretrained``.
 
-    ``mode`` defaults to :data:`utils.runtime.MODE`.
+    ``mode`` defaults to :data:`utils.runtime.MODE`; in a rehearsal (``MMLLM_MODE=rehearsal``) full
+    mode's folder is a stand-in built by :mod:`utils.rehearsal` instead of a download.
     """
     item = entry(name)
+    rehearse = runtime.REHEARSAL if mode is None else mode.strip().lower() == "rehearsal"
     mode = runtime.resolve_mode(mode) if mode is not None else runtime.MODE
+    if mode == "full" and rehearse:  # MMLLM_MODE=rehearsal: a stand-in with the real interface, built offline
+        from utils import rehearsal
+
+        rehearsal.note_load(name)
+        return str(rehearsal.stand_in(name))
     if mode == "tiny":
         folder = item.local_dir
         if not folder.is_dir() or not any((folder / f).is_file() for f in (*MARKER_FILES, CHECKSUMS)):
