@@ -106,12 +106,14 @@ widths = [max(len(c), *(len(row[c]) for row in plan)) for c in columns]
 print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
 for row in plan:
     print("  ".join(row[c].ljust(w) for c, w in zip(columns, widths)))
-print("assumptions:", ", ".join(f"{k} = {v:g}" for k, v in t4plan.ASSUMPTIONS.items()))
+print("\nassumptions:")
+for key, value in t4plan.ASSUMPTIONS.items():
+    print(f"  {key} = {value:g}")
 
 # %% [markdown]
 # "Peak GPU" is the weights of every model the notebook keeps on the GPU, plus the activations and
 # key-value cache of its largest call (the batch sizes full mode uses are chosen so that it fits),
-# plus half a gibibyte for CUDA itself. "Host RAM" is what loading needs: a model moved to the GPU
+# plus half a gibibyte for CUDA itself (the first assumption). "Host RAM" is what loading needs: a model moved to the GPU
 # with `.to("cuda")` passes through host memory whole, one loaded with `device_map` tensor by
 # tensor. "GPU time" estimates the notebook's calls of the real checkpoints from their FLOPs at 35%
 # of the T4's peak (and, for each generated token, one read of the weights); the small models a

@@ -163,9 +163,10 @@ with torch.no_grad():
     ours_trained = QFormer.from_transformers(model).to(device, qformer_dtype).eval()
     mine = ours_trained(None, features)  # None: use the learned query tokens
     reference = model.qformer(query_embeds=model.query_tokens, encoder_hidden_states=features).last_hidden_state
-claims.close("our Q-Former vs the trained model's (query outputs)", mine, reference, atol=claims.rounding(qformer_dtype))
-print(f"image features {tuple(features.shape)} -> query outputs {tuple(mine.shape)}; "
-      f"they agree to within {claims.rounding(qformer_dtype):g}")
+# (Full mode's 12 layers of real weights, through a GPU's attention kernel, round more than the tiny model's 4.)
+tolerance = claims.rounding(qformer_dtype) * (10 if runtime.MODE == "full" else 1)
+claims.close("our Q-Former vs the trained model's (query outputs)", mine, reference, atol=tolerance)
+print(f"image features {tuple(features.shape)} -> query outputs {tuple(mine.shape)}; they agree to within {tolerance:g}")
 
 # %% [markdown]
 # Which patches does each query read? The weights of the last cross-attention layer, averaged

@@ -113,6 +113,12 @@ def test_the_plan_counts_parameters_from_the_recorded_configs(monkeypatch: pytes
     assert 16 * 200e6 < blocks < 16 * 205e6  # 16 Llama-7B blocks of 202M parameters each
 
 
+@pytest.mark.parametrize("name", ["clip", "sd", "llava"])
+def test_the_plan_costs_each_part_with_the_whole_models_weights(name: str) -> None:
+    parts = sum(sum(t4plan.weight_bytes_of(name, part)) for part in t4plan.meta_parts(name))
+    assert parts == t4plan.weight_bytes(name) > 0
+
+
 def test_every_chapter_fits_the_t4_plan() -> None:
     plans = t4plan.plan()
     assert {p.chapter for p in plans} >= {f.stem for f in (ROOT / "chapters").glob("*.py")}

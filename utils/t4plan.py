@@ -55,6 +55,7 @@ class Loading:
     dtype: torch.dtype
     via_host: bool  # True: built in host RAM, then moved with .to("cuda"); False: device_map streams each tensor
     four_bit: str = ""  # parameter-name prefix of the layers loaded in 4 bits (LLaVA's language model)
+    float32: tuple[str, ...] = ()  # parameter-name prefixes transformers keeps in float32 (BLIP-2's Q-Former)
 
 
 # Models a notebook keeps on the CPU although LOADING puts them on the GPU (chapter 1 looks at one image).
@@ -65,7 +66,7 @@ LOADING: dict[str, Loading] = {
     "vit": Loading("cuda", torch.float16, via_host=True),  # chapter 5 judges samples with it on the GPU
     "ddpm": Loading("cuda", torch.float16, via_host=True),
     "sd": Loading("cuda", torch.float16, via_host=True),
-    "blip2": Loading("cuda", torch.float16, via_host=False),
+    "blip2": Loading("cuda", torch.float16, via_host=False, float32=("qformer.", "query_tokens")),
     "llava": Loading("cuda", torch.float16, via_host=False, four_bit="model.language_model.layers."),
 }
 
@@ -109,16 +110,12 @@ def meta_parts(name: str) -> dict[str, torch.nn.Module]:
                     "vae": AutoencoderKL.from_config(config("vae/config.json")),
                     "text encoder": CLIPTextModel(CLIPTextConfig.from_dict(config("text_encoder/config.json")))}
         if name == "blip2":
-            from transformers import Blip2Config, Blip2ForConditionalGeneration
-
-            model = Blip2ForConditionalGeneration(Blip2Config.from_dict(config()))
+            model = meta_model("blip2")
             return {"image encoder": model.vision_model,
                     "Q-Former": torch.nn.ModuleList([model.qformer, model.language_projection]),
                     "language model": model.language_model}
         if name == "llava":
-            from transformers import LlavaConfig, LlavaForConditionalGeneration
-
-            model = LlavaForConditionalGeneration(LlavaConfig.from_dict(config()))
+            model = meta_model("llava")
             return {"image encoder": model.model.vision_tower, "projector": model.model.multi_modal_projector,
                     "language model": torch.nn.ModuleList([model.model.language_model, model.lm_head])}
     raise KeyError(f"the T4 plan knows no model {name!r}; known: {', '.join(LOADING)}")
@@ -126,22 +123,27 @@ def meta_parts(name: str) -> dict[str, torch.nn.Module]:
 
 @lru_cache(maxsize=None)
 def meta_model(name: str) -> torch.nn.Module:
-    """The whole model (a ModuleList of its parts, so parameter names carry the part)."""
+    """The whole model, with its own parameter names (BLIP-2 and LLaVA; the others as a ModuleList of
+    their parts). :func:`meta_parts` hands out modules of this same instance."""
     from utils import zoo
 
-    hub = zoo.entry(name).hub_id
+    config = lambda: rehearsal.recorded(zoo.entry(name).hub_id, "config.json")  # noqa: E731
     with torch.device("meta"):
         if name == "llava":
             from transformers import LlavaConfig, LlavaForConditionalGeneration
 
-            return LlavaForConditionalGeneration(LlavaConfig.from_dict(rehearsal.recorded(hub, "config.json")))
+            return LlavaForConditionalGeneration(LlavaConfig.from_dict(config()))
+        if name == "blip2":
+            from transformers import Blip2Config, Blip2ForConditionalGeneration
+
+            return Blip2ForConditionalGeneration(Blip2Config.from_dict(config()))
     return torch.nn.ModuleList(meta_parts(name).values())
 
 
 def parameter_counts(name: str) -> dict[str, int]:
     """Parameters of each part of the real model, and ``"total"``."""
     counts = {part: sum(p.numel() for p in module.parameters()) for part, module in meta_parts(name).items()}
-    counts["total"] = sum(counts.values())
+    counts["total"] = sum(p.numel() for p in meta_model(name).parameters())  # (BLIP-2's query tokens too)
     return counts
 
 
@@ -157,13 +159,16 @@ def stored_dtype(name: str) -> torch.dtype:
 
 def weight_bytes(name: str) -> float:
     """Bytes of the weights once loaded as full mode loads them (:data:`LOADING`)."""
+    return sum(_bytes_per_parameter(name, key, p) * p.numel() for key, p in meta_model(name).named_parameters())
+
+
+def _bytes_per_parameter(name: str, key: str, p: torch.nn.Parameter) -> float:
     loading = LOADING[name]
-    total = 0.0
-    model = meta_model(name)
-    for key, p in model.named_parameters():
-        four_bit = loading.four_bit and key.startswith(loading.four_bit) and p.dim() == 2
-        total += p.numel() * (ASSUMPTIONS["nf4_bytes_per_parameter"] if four_bit else loading.dtype.itemsize)
-    return total
+    if loading.four_bit and key.startswith(loading.four_bit) and p.dim() == 2:
+        return ASSUMPTIONS["nf4_bytes_per_parameter"]
+    if key.startswith(loading.float32):
+        return 4
+    return loading.dtype.itemsize
 
 
 def largest_tensor_bytes(name: str) -> int:
@@ -260,10 +265,11 @@ def _transformer_sizes(config: Any) -> dict[str, int]:
 
 def _encoder_cost(parameters: int, sizes: dict[str, int], batch: int, tokens: int, keep_hidden: bool = False) -> Cost:
     """A transformer encoder over ``batch`` x ``tokens``: 2 FLOPs per parameter and token plus attention;
-    activations of about one block (3 x hidden + 2 x intermediate numbers per token, float16), and with
+    activations of about one block (3 x hidden + 3 x intermediate numbers per token, float16: a gated MLP
+    holds act(gate), up and their product), and with
     ``keep_hidden`` every layer's hidden states (LLaVA asks for them to pick layer -2)."""
     flops = 2 * parameters * batch * tokens + 4 * sizes["layers"] * batch * tokens**2 * sizes["hidden"]
-    act = batch * tokens * (3 * sizes["hidden"] + 2 * sizes["intermediate"]) * 2
+    act = batch * tokens * (3 * sizes["hidden"] + 3 * sizes["intermediate"]) * 2
     if keep_hidden:
         act += batch * tokens * sizes["hidden"] * 2 * (sizes["layers"] + 1)
     return Cost(act, flops, _matmul_seconds(flops))
@@ -274,7 +280,9 @@ def _decoder_cost(name: str, batch: int, prompt: int, new: int) -> Cost:
 
     KV cache: 2 (keys, values) x layers x batch x tokens x KV width, float16. Prefill activations as
     in :func:`_encoder_cost` plus the last position's logits in float32. Each generated token
-    costs its FLOPs or one read of the language model's weights, whichever takes longer.
+    costs its FLOPs or its memory traffic, whichever takes longer: one read of the language model's
+    weights (NF4 weights are dequantised to float16 on every forward of more than one row: read
+    4 bits, write and read 16) and one read of the KV cache so far.
     """
     parts = meta_parts(name)
     lm = parts["language model"]
@@ -284,28 +292,26 @@ def _decoder_cost(name: str, batch: int, prompt: int, new: int) -> Cost:
     active = sum(p.numel() for p in lm.parameters()) - embeddings
     kv = 2 * s["layers"] * batch * (prompt + new) * s["kv"] * s["head_dim"] * 2
     prefill = _encoder_cost(active, s, batch, prompt)
-    lm_bytes = sum(weight_bytes_of(name, "language model"))
+    nf4 = ASSUMPTIONS["nf4_bytes_per_parameter"]
+    lm_bytes = sum(b + (2 * 2 * b / nf4 if batch > 1 and b / p.numel() == nf4 else 0)
+                   for b, p in zip(weight_bytes_of(name, "language model"), meta_parts(name)["language model"].parameters()))
+    kv_per_token = 2 * s["layers"] * batch * s["kv"] * s["head_dim"] * 2
     decode_seconds = 0.0
     decode_flops = 0.0
     for t in range(new):
         flops = 2 * active * batch + 4 * s["layers"] * batch * (prompt + t) * s["hidden"]
         decode_flops += flops
-        decode_seconds += max(_matmul_seconds(flops), lm_bytes / (ASSUMPTIONS["bandwidth_efficiency"] * T4["bandwidth"]))
+        traffic = lm_bytes + kv_per_token * (prompt + t)
+        decode_seconds += max(_matmul_seconds(flops), traffic / (ASSUMPTIONS["bandwidth_efficiency"] * T4["bandwidth"]))
     logits = batch * s["vocab"] * 4
     return Cost(kv + prefill.gpu_bytes + logits, prefill.flops + decode_flops, prefill.seconds + decode_seconds)
 
 
 def weight_bytes_of(name: str, part: str) -> list[float]:
     """Bytes per parameter tensor of one part, as loaded (4-bit layers counted as such)."""
-    loading = LOADING[name]
-    module = meta_parts(name)[part]
-    ids = {id(p) for p in module.parameters()}
-    out = []
-    for key, p in meta_model(name).named_parameters():
-        if id(p) in ids:
-            four_bit = loading.four_bit and key.startswith(loading.four_bit) and p.dim() == 2
-            out.append(p.numel() * (ASSUMPTIONS["nf4_bytes_per_parameter"] if four_bit else loading.dtype.itemsize))
-    return out
+    ids = {id(p) for p in meta_parts(name)[part].parameters()}
+    return [_bytes_per_parameter(name, key, p) * p.numel() for key, p in meta_model(name).named_parameters()
+            if id(p) in ids]
 
 
 def _vision_sizes(name: str) -> tuple[int, dict[str, int]]:
@@ -375,9 +381,9 @@ def call_cost(call: dict[str, Any], loaded: set[str] | None = None) -> Cost:
         batch, prompt = ids[0], ids[1]
         new = (call.get("max_new_tokens") or 20) if call["call"] == "generate" else 0
         cost = _decoder_cost(name, batch, prompt, new)
-        if part is None and "pixel_values" in inputs:  # LLaVA's generate runs its vision tower first
+        if part is None and "pixel_values" in inputs:  # LLaVA's generate runs its vision tower first, then the LM
             vision = _vision_cost(name, inputs["pixel_values"])
-            cost = Cost(cost.gpu_bytes + vision.gpu_bytes, cost.flops + vision.flops, cost.seconds + vision.seconds)
+            cost = Cost(max(cost.gpu_bytes, vision.gpu_bytes), cost.flops + vision.flops, cost.seconds + vision.seconds)
         return cost
     if part == "image encoder":
         return _vision_cost(name, inputs.get("pixel_values") or next(iter(inputs.values())))
@@ -472,8 +478,8 @@ def largest_batch(name: str, prompt: int, new: int, image: list[int] | None = No
 def table(plans: list[ChapterPlan]) -> list[dict[str, str]]:
     """The plan as printable rows, for the notebooks that put a model on the GPU."""
     plans = [p for p in plans if p.models]
-    return [{"notebook": p.chapter, "models on the GPU": ", ".join(p.models) or "-",
-             "weights": f"{p.weights_gib:.1f} GiB", "peak GPU": f"{p.peak_gpu_gib:.1f} GiB",
-             "host RAM (loading)": f"{p.host_gib:.1f} GiB", "download": f"{p.download_gb:.1f} GB",
-             "GPU time": f"{p.gpu_minutes:.1f} min", "fits": "yes" if p.fits else "NO"} for p in plans]
+    return [{"notebook": p.chapter, "on the GPU": ", ".join(p.models), "weights": f"{p.weights_gib:.1f} GiB",
+             "peak GPU": f"{p.peak_gpu_gib:.1f} GiB", "host RAM": f"{p.host_gib:.1f} GiB",
+             "download": f"{p.download_gb:.1f} GB", "T4 time": f"{p.gpu_minutes:.1f} min",
+             "fits": "yes" if p.fits else "NO"} for p in plans]
 

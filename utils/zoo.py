@@ -202,13 +202,15 @@ def _download(item: ZooEntry, stall: float | None = None) -> str:
         except Exception as exc:  # network, auth, disk: all end the same way for the reader
             outcome["error"] = exc
 
-    cache = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=item.hub_id, repo_type="model")
+    # Progress shows in the model's cache folder, or, for files the Hub serves through Xet, in Xet's chunk cache first.
+    watched = [Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=item.hub_id, repo_type="model"),
+               Path(constants.HF_XET_CACHE)]
     worker = threading.Thread(target=fetch, daemon=True)  # a stalled worker is left behind, not waited for
     worker.start()
     seen, still_since = -1, time.monotonic()
     while worker.is_alive():
         worker.join(1.0)
-        size = sum(f.stat().st_size for f in cache.rglob("*") if f.is_file()) if cache.is_dir() else 0
+        size = sum(_bytes_under(folder) for folder in watched)
         if size != seen:
             seen, still_since = size, time.monotonic()
         elif time.monotonic() - still_since > stall:
@@ -218,6 +220,17 @@ def _download(item: ZooEntry, stall: float | None = None) -> str:
         raise ZooError(f"could not download {item.hub_id} at revision {item.revision[:10]} for {item.name!r}: "
                        f"{outcome['error']}. {retry}") from outcome["error"]  # type: ignore[misc]
     return str(_safetensors_only(Path(str(outcome["folder"])), CONVERTED_DIR / item.hub_id / item.revision))
+
+
+def _bytes_under(folder: Path) -> int:
+    """Bytes of the files under ``folder`` (0 if it does not exist; files vanishing meanwhile are skipped)."""
+    total = 0
+    for file in folder.rglob("*") if folder.is_dir() else ():
+        try:
+            total += file.stat().st_size if file.is_file() else 0
+        except OSError:  # a temporary file renamed or removed while we looked
+            pass
+    return total
 
 
 def _safetensors_only(snapshot: Path, converted: Path) -> Path:
