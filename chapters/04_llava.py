@@ -505,8 +505,8 @@ if recipe:
 #
 # Now the test: every ShapesWorld question (count, colour, shape, size, existence, relation)
 # about 60 scenes the model never saw, asked through the processor and `generate`, with
-# LLaVA-1.5's "Answer the question using a single word or phrase." (Full mode asks about 20:
-# LLaVA-1.5-7B reads 600 tokens per question, about a third of a second each on a T4.)
+# LLaVA-1.5's "Answer the question using a single word or phrase." (Full mode asks about 20
+# scenes: LLaVA-1.5-7B reads the 576 image tokens and the question for every one of its answers.)
 
 # %% tags=["nbval-ignore-output"]
 test_scenes = ShapesWorld(60 if runtime.MODE == "tiny" else 20, seed=23, split="test").scenes

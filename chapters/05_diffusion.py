@@ -536,7 +536,7 @@ fig = plotting.show_images(grid, [f"w = {w}: {p}" for w in scales for p in ("red
 prompts = [f"a {colour} {shape}" for colour in COLOURS for shape in SHAPES]
 requested = [p for p in prompts for _ in range(6 if runtime.MODE == "tiny" else 1)]
 pipe.vae.enable_slicing()
-batch = 90 if runtime.MODE == "tiny" else 8  # prompts per call; full mode's from the T4 plan (chapter 0)
+batch = 90 if runtime.MODE == "tiny" else 8  # prompts per call (full mode: a progress bar per 8; chapter 0's plan)
 generator = torch.Generator().manual_seed(10)
 generated = torch.cat([pipe(requested[i:i + batch], guidance_scale=4.0, num_inference_steps=50, generator=generator,
                             output_type="pt").images.cpu() for i in range(0, len(requested), batch)])  # (N, 3, H, W)

@@ -325,20 +325,11 @@ def caption_accuracy(model: Any, processor: Any, scenes: Sequence[Scene]) -> dic
 
 
 def blip2_opt_2_7b_config():
-    """The configuration of ``Salesforce/blip2-opt-2.7b``, written out so it can be built offline (on ``meta``).
+    """The configuration of ``Salesforce/blip2-opt-2.7b``, from its config.json kept in ``configs/`` (so the
+    model can be built offline, on ``meta``): EVA ViT-g/14 at 224 pixels (39 blocks, width 1408), the
+    BERT-base-sized Q-Former with 32 queries, OPT-2.7B (32 blocks, width 2560)."""
+    from transformers import Blip2Config
 
-    EVA ViT-g/14 at 224 pixels (39 blocks, width 1408), the BERT-base-sized Q-Former with 32
-    queries, OPT-2.7B (32 blocks, width 2560, 50,272 tokens); sizes from the model's config.json.
-    """
-    from transformers import Blip2Config, Blip2QFormerConfig, Blip2VisionConfig, OPTConfig
+    from utils import t4plan
 
-    vision = Blip2VisionConfig(hidden_size=1408, intermediate_size=6144, num_hidden_layers=39, num_attention_heads=16,
-                               image_size=224, patch_size=14, qkv_bias=True, layer_norm_eps=1e-6)
-    qformer = Blip2QFormerConfig(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                                 intermediate_size=3072, cross_attention_frequency=2, encoder_hidden_size=1408,
-                                 vocab_size=30522)
-    text = OPTConfig(vocab_size=50272, hidden_size=2560, ffn_dim=10240, num_hidden_layers=32, num_attention_heads=32,
-                     max_position_embeddings=2048, word_embed_proj_dim=2560, bos_token_id=2, eos_token_id=50118,
-                     pad_token_id=1)
-    return Blip2Config(vision_config=vision, qformer_config=qformer, text_config=text, num_query_tokens=32,
-                       image_token_index=50265)
+    return Blip2Config.from_pretrained(t4plan.config_folder("blip2"))
