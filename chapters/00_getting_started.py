@@ -88,8 +88,8 @@ for row in zoo.table():
 # %% [markdown]
 # ### Will full mode fit a free Colab GPU?
 #
-# Colab's free GPU is an NVIDIA T4: 15 GB of GPU memory, 65 TFLOPS in float16, and about 12.7 GB
-# of system RAM. Before a reader spends an hour there, the course works out what each notebook
+# Colab's free GPU is an NVIDIA T4, with about 13 GB of system RAM beside it (the first line below
+# gives the figures). Before a reader spends an hour there, the course works out what each notebook
 # needs of it, from two things it records: the real checkpoints' configuration files (each model
 # is built at full size on PyTorch's `meta` device, which allocates nothing, to count its
 # parameters) and every call each notebook makes of its models (batch sizes, sequence lengths,
@@ -100,6 +100,8 @@ for row in zoo.table():
 # %%
 from utils import t4plan
 
+print(f"a T4: {t4plan.T4['gpu_gib']:g} GiB of GPU memory, {t4plan.T4['fp16_flops'] / 1e12:g} TFLOPS in float16, "
+      f"{t4plan.T4['bandwidth'] / 1e9:g} GB/s; Colab's host RAM: {t4plan.T4['host_gb']:g} GB\n")
 plan = t4plan.table(t4plan.plan())
 columns = list(plan[0])
 widths = [max(len(c), *(len(row[c]) for row in plan)) for c in columns]
