@@ -254,8 +254,9 @@ print({name: round(value.item(), 3) for name, value in losses.items()},
 # wide in BLIP-2), not in the LLM's embedding space (2,560 wide for OPT-2.7B). Stage 2 adds one
 # **linear projection** $W \in \mathbb{R}^{D \times H}$ that maps each query output $z_q$ to a vector
 # $p_q = z_q W + b$ of the LLM's width. These Q vectors take the place of Q tokens at the start of
-# the prompt: **soft visual prompts**, words the LLM has never seen spelled but learns to read.
-# Only the Q-Former and $W$ train, with the LLM's ordinary next-token loss on the caption.
+# the prompt: **soft visual prompts**, vectors that spell no word of the vocabulary. The LLM stays
+# frozen; the Q-Former and $W$ learn to write vectors it can read, with the LLM's ordinary
+# next-token loss on the caption.
 #
 # We follow one image and one question through the tiny model, shape by shape, and check that
 # our hand-built pipeline gives the logits of `model(...)`, up to float rounding.
@@ -339,7 +340,8 @@ fig.tight_layout()
 # characters, and the space (code point 32) becomes `Ġ` (code point 32 + 256 = 288), so a token
 # that starts a new word carries a leading `Ġ`. The tiny model's tokenizer was trained the same
 # way on ShapesWorld text (OPT's own tokenizer in full mode). The processor also puts the Q
-# `<image>` placeholders and the start token `<s>` in front.
+# `<image>` placeholders and the start token in front: `<s>` in the tiny vocabulary, `</s>` in
+# OPT's, which begins every sequence with its end-of-text token.
 
 # %%
 text = "Is the purple triangle larger than the circle?"
@@ -536,9 +538,10 @@ if runtime.MODE == "tiny":
 #
 # ## 3.8 Chat with memory
 #
-# BLIP-2's OPT models have no chat template: they were tuned on single "Question: ... Answer:"
-# prompts. A conversation is made by writing the earlier turns into the prompt, oldest first,
-# each as "Question: {q} Answer: {a}." (`utils/chat.py`).
+# BLIP-2's OPT models have no chat template: they were trained on captions, and "Question: ...
+# Answer:" is the prompt the BLIP-2 paper uses to ask them questions zero-shot. A conversation is
+# made by writing the earlier turns into the prompt, oldest first, each as "Question: {q} Answer:
+# {a}." (`utils/chat.py`).
 
 # %%
 history = [("How many shapes are there?", "3"), ("What colour is the circle?", "red")]

@@ -216,7 +216,8 @@ print(f"this chapter in full mode on a T4: batches of {llava.full_mode_batch(big
 # LLaVA trains in two stages:
 #
 # 1. **Feature alignment.** Vision tower and LLM frozen; only the projector learns, on
-#    image-caption pairs (595k filtered CC3M pairs in the paper). The projector learns to put
+#    image-caption pairs (595K filtered CC3M pairs for LLaVA; LLaVA-1.5 uses LCS-558K, drawn
+#    from LAION, CC and SBU). The projector learns to put
 #    patches where the LLM can read them.
 # 2. **Visual instruction tuning.** The vision tower stays frozen; projector *and* LLM learn, on
 #    the instruction data of section 4.3.
@@ -581,8 +582,8 @@ if runtime.MODE == "tiny":
 #
 # ### CogVLM: a visual expert in every layer
 #
-# LLaVA's alignment is *shallow*: image features enter only at the input, and a frozen LLM
-# processes them with weights made for text. CogVLM adds a **visual expert** to each
+# LLaVA's alignment is *shallow*: image features enter only at the input, and the LLM processes
+# them with the same weights as text (tuned in stage 2, but shared by both kinds of token). CogVLM adds a **visual expert** to each
 # transformer block: image tokens get their own QKV matrices $W_I^Q, W_I^K, W_I^V$ and their own
 # FFN, text tokens keep the LLM's frozen ones, and all tokens still attend to each other under
 # one causal mask:
@@ -607,8 +608,9 @@ expert = sum(p.numel() for m in (block.qkv_image, block.ffn_image) for p in m.pa
 print(f"trainable expert parameters per block: {expert:,} of {sum(p.numel() for p in block.parameters()):,}")
 
 # %% [markdown]
-# The price: the expert roughly doubles the parameters of every block (CogVLM-17B is a 7B LLM
-# plus a 10B expert), but the text path is untouched, so the LLM's language skills cannot degrade.
+# The price: the expert roughly doubles the parameters of every block (CogVLM-17B's ten billion
+# vision parameters are these experts together with its EVA2-CLIP-E image encoder, beside a 7B
+# LLM), but the text path is untouched, so the LLM's language skills cannot degrade.
 #
 # ### SPHINX: mixing weights
 #
@@ -704,11 +706,14 @@ if runtime.MODE == "tiny":
 if runtime.MODE == "full":
     from utils import images
     photo, question = images.sample_image("astronaut"), "What is the person in this photo wearing?"
-else:
-    photo, question = make_scene(3, seed=26, split="test").render(), "What colour is the circle?"
-t0 = time.perf_counter()
+else:  # the tiny model was taught one-word answers with LLaVA-1.5's request for them, so we ask that way
+    scene = make_scene(3, seed=26, split="test")
+    photo, question = scene.render(), llava.short_question("What colour is the circle?")
 answer = llava.answer_questions(model, processor, [photo], [question], max_new_tokens=60 if runtime.MODE == "full" else 6)[0]
 print(f"Q: {question}\nA: {answer}")
+if runtime.MODE == "tiny":
+    circle = next(o for o in scene.objects if o.shape == "circle")
+    claims.holds(f"the tiny LLaVA names the circle's colour ({circle.colour})", llava.first_word(answer) == circle.colour)
 fig = plotting.show_images([photo], [plotting.wrap(answer, 40)], columns=1, size=3.0)
 
 # %% [markdown]

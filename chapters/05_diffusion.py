@@ -182,8 +182,8 @@ fig = plotting.show_images([diffusion.to_pil(x0)] + [diffusion.to_pil(x) for x i
 #
 # The schedule $\beta_1, \dots, \beta_T$ decides how fast the signal fades. DDPM's **linear**
 # schedule raises $\beta_t$ from $10^{-4}$ to $0.02$. Nichol and Dhariwal's **cosine** schedule
-# defines $\bar\alpha_t = \cos^2\!\big(\tfrac{t/T + s}{1 + s} \cdot \tfrac{\pi}{2}\big)$ directly (with $s = 0.008$),
-# which keeps more signal in the middle steps. The **signal-to-noise ratio**
+# defines $\bar\alpha_t = f(t) / f(0)$ directly, with $f(t) = \cos^2\!\big(\tfrac{t/T + s}{1 + s} \cdot \tfrac{\pi}{2}\big)$
+# and $s = 0.008$ (dividing by $f(0)$ makes $\bar\alpha_0 = 1$), which keeps more signal in the middle steps. The **signal-to-noise ratio**
 # $\mathrm{SNR}(t) = \bar\alpha_t / (1 - \bar\alpha_t)$ compares the two parts of $x_t$.
 
 # %%
@@ -511,7 +511,9 @@ print(f"text states {list(text_states.shape)} -> the UNet's cross-attention (cro
 # $$\hat\epsilon = \epsilon_\theta(z_t, t, \varnothing) + w \,\big(\epsilon_\theta(z_t, t, c) - \epsilon_\theta(z_t, t, \varnothing)\big).$$
 #
 # $w = 1$ is the plain conditional model; larger $w$ pushes samples towards what makes them
-# match the prompt, at some cost in variety. The same prompt and the same starting noise at four
+# match the prompt, at some cost in variety. (This is diffusers' `guidance_scale` convention. Ho
+# and Salimans write $(1 + w')\,\epsilon_\theta(z_t, t, c) - w'\,\epsilon_\theta(z_t, t, \varnothing)$, so
+# their $w'$ is ours minus one.) The same prompt and the same starting noise at four
 # guidance scales:
 
 # %%

@@ -1,6 +1,7 @@
 """Chatting with BLIP-2 about one image (chapter 3): prompts with memory, a responder, a widget.
 
-BLIP-2 has no chat template: its OPT models were tuned on single "Question: ... Answer:" prompts.
+BLIP-2 has no chat template: its OPT models were trained on captions, and "Question: ... Answer:" is
+the paper's zero-shot question format.
 A conversation is made by writing the earlier turns into the prompt, oldest first:
 
     Question: What colour is the circle? Answer: red. Question: How many shapes are there? Answer:
