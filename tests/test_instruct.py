@@ -106,6 +106,30 @@ def test_generated_records_have_the_shape_of_each_response_type(dataset) -> None
     assert len({record_turns(r)[0][0] for r in records if record_type(r) == "complex_reasoning"}) >= 50
 
 
+def test_a_hypothetical_move_never_describes_the_current_layout() -> None:
+    import re
+
+    from utils.instruct import rules
+
+    asked = 0
+    for i in range(300):
+        context = ImageContext.from_scene(make_scene(i, seed=5))
+        facts = rules._Facts(context, random.Random(i))
+        turn = rules._reason_move(facts)
+        if turn is None:
+            continue
+        match = re.match(r"If the (.+) were moved (to the right of|to the left of) the (.+), which", turn[0])
+        assert match, turn[0]
+        by_label = {o.label: o for o in context.objects}
+        mover, target = by_label[match.group(1)], by_label[match.group(3)]
+        if match.group(2) == "to the right of":
+            assert mover.cx < target.cx, turn[0]  # it is left of the target now
+        else:
+            assert mover.cx > target.cx, turn[0]
+        asked += 1
+    assert asked > 100
+
+
 def test_box_relations_and_sizes_agree_with_shapesworld() -> None:
     for i in range(200):
         scene = make_scene(i, seed=8)

@@ -299,7 +299,11 @@ def _reason_move(f: _Facts) -> Turn | None:
     if (pair := _two_objects(f)) is None:
         return None
     mover, target = pair
-    to_right = rng.random() < 0.5
+    rng.random()  # (a draw kept so the records after this one stay as they were)
+    if mover.cx == target.cx:
+        return None
+    # Move it across the target: a move to the side it is already on would describe the picture as it is.
+    to_right = mover.cx < target.cx
     direction, word, sign = ("to the right of", "leftmost", -1) if to_right else ("to the left of", "rightmost", 1)
     now = f.extreme("cx", sign)
     stay = [o for o in f.objects if o is not mover]
