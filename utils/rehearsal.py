@@ -444,9 +444,4 @@ def record_workload(path: str) -> None:
     GenerationMixin.generate = outermost(GenerationMixin.generate, describe_generate)
     for cls in (DDPMPipeline, StableDiffusionPipeline):
         cls.__call__ = outermost(cls.__call__, describe_pipeline)
-    module_call = torch.nn.Module.__call__
-
-    def call(self, *args, **kwargs):
-        return module_call(self, *args, **kwargs)
-
-    torch.nn.Module.__call__ = outermost(call, describe_forward)
+    torch.nn.Module.__call__ = outermost(torch.nn.Module.__call__, describe_forward)

@@ -292,9 +292,10 @@ def _decoder_cost(name: str, batch: int, prompt: int, new: int) -> Cost:
     active = sum(p.numel() for p in lm.parameters()) - embeddings
     kv = 2 * s["layers"] * batch * (prompt + new) * s["kv"] * s["head_dim"] * 2
     prefill = _encoder_cost(active, s, batch, prompt)
-    nf4 = ASSUMPTIONS["nf4_bytes_per_parameter"]
-    lm_bytes = sum(b + (2 * 2 * b / nf4 if batch > 1 and b / p.numel() == nf4 else 0)
-                   for b, p in zip(weight_bytes_of(name, "language model"), meta_parts(name)["language model"].parameters()))
+    weights = weight_bytes_of(name, "language model")
+    counts = [p.numel() for p in lm.parameters()]
+    nf4 = sum(n for b, n in zip(weights, counts) if b == n * ASSUMPTIONS["nf4_bytes_per_parameter"])
+    lm_bytes = sum(weights) + (4 * nf4 if batch > 1 else 0)  # NF4 weights written and read again as float16
     kv_per_token = 2 * s["layers"] * batch * s["kv"] * s["head_dim"] * 2
     decode_seconds = 0.0
     decode_flops = 0.0
