@@ -12,9 +12,9 @@ what it does not:
   and the dtype the weights are stored in;
 * **shrunk**: widths, depths and numbers of heads (:data:`NARROW`), so a forward pass costs
   milliseconds; the weights are random;
-* **synthesised**: the vocabularies of OPT and Llama, which the course cannot ship. The stand-in
-  tokenizer has the real size, the real special tokens at their real ids and the real
-  tokenizer class, and a small byte-level vocabulary learned from the course's own text.
+* **synthesised**: the vocabularies of OPT, Llama and Kosmos-2 (XLM-R's SentencePiece), which the
+  course cannot ship. The stand-in tokenizer has the real size, the real special tokens at their
+  real ids and the real tokenizer class, and a small vocabulary learned from the course's own text.
 
 Stand-ins are built on first use into ``MMLLM_REHEARSAL_DIR`` (default
 ``~/.cache/mmllm-course/rehearsal``), or all at once by ``python scripts/build_rehearsal.py``;
@@ -156,10 +156,35 @@ def sentencepiece_bpe(size: int, merges_budget: int = 2000) -> dict[str, Any]:
     return data
 
 
-def add_tokens(data: dict[str, Any], tokens: dict[str, int], special: bool = True) -> None:
+def xlmr_unigram(size: int, pieces_budget: int = 2000) -> dict[str, Any]:
+    """An XLM-R-style Unigram tokenizer (Kosmos-2's kind) as tokenizer.json data: <s>, <pad>, </s>, <unk> at ids
+    0-3, pieces learned from :func:`corpus`, placeholders, and <mask> as the last of ``size`` ids; "▁" marks the
+    spaces, and an encoded text is <s> A </s>, as in the fairseq layout XLM-R's tokenizer reproduces."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    specials = ["<s>", "<pad>", "</s>", "<unk>"]
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.NFKC()  # (the real one: SentencePiece's nmt_nfkc, as a precompiled charsmap)
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    trainer = trainers.UnigramTrainer(vocab_size=len(specials) + pieces_budget, special_tokens=specials,
+                                      unk_token="<unk>", show_progress=False)
+    tok.train_from_iterator(corpus(), trainer)
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>",
+                                                       special_tokens=[("<s>", 0), ("</s>", 2)])
+    data = json.loads(tok.to_str())
+    vocab = data["model"]["vocab"]  # [piece, log-probability] in id order
+    vocab.extend([f"<placeholder_{n}>", -100.0] for n in range(size - 1 - len(vocab)))
+    vocab.append(["<mask>", 0.0])
+    data["added_tokens"].append({"id": size - 1, "content": "<mask>", "single_word": False, "lstrip": True,
+                                 "rstrip": False, "normalized": True, "special": True})
+    return data
+
+
+def add_tokens(data: dict[str, Any], tokens: dict[str, int], special: bool = True, lstrip: bool = False) -> None:
     """Add tokens at given ids (above the model vocabulary), as the real tokenizer's added_tokens.json has them."""
     for content, index in sorted(tokens.items(), key=lambda kv: kv[1]):
-        data["added_tokens"].append({"id": index, "content": content, "single_word": False, "lstrip": False,
+        data["added_tokens"].append({"id": index, "content": content, "single_word": False, "lstrip": lstrip,
                                      "rstrip": False, "normalized": False, "special": special})
 
 
@@ -294,6 +319,32 @@ def build_llava(hub_id: str, out: Path) -> None:
     write_tokenizer_json(data, out)
 
 
+def build_kosmos2(hub_id: str, out: Path) -> None:
+    """Kosmos-2 (full mode only: the zoo has no tiny one). Kept: the CLIP-style tower at 224 px with 14 px patches,
+    the 64 latent queries, the 65,037-token vocabulary with its tag and <patch_index_NNNN> tokens at their recorded
+    ids (added_tokens.json), the image processor and the generation config."""
+    from transformers import Kosmos2Config, Kosmos2ForConditionalGeneration
+
+    real = recorded(hub_id, "config.json")
+    # The text config names its sizes its own way (embed_dim, ffn_dim, attention_heads, layers), as OPT's does.
+    text = dict(real["text_config"], embed_dim=NARROW["hidden_size"], ffn_dim=NARROW["intermediate_size"],
+                attention_heads=NARROW["num_attention_heads"], layers=NARROW["num_hidden_layers"])
+    config = dict(real, text_config=text, vision_config=narrowed(real["vision_config"]))
+    _seeded()
+    model = Kosmos2ForConditionalGeneration(Kosmos2Config.from_dict(config)).to(_dtype(real))
+    model.save_pretrained(out)
+    for name in ("preprocessor_config.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                 "generation_config.json"):
+        copy_recorded(hub_id, name, out)
+    # XLM-R's layout: <s> <pad> </s> <unk> (0-3), SentencePiece's pieces (4-64,000), <mask> (64,001); the processor's
+    # tags and 1,024 patch-index tokens follow as added tokens. They are not special (decoding with
+    # skip_special_tokens keeps them, for post_process_generation to read) and strip the space before them.
+    added = recorded(hub_id, "added_tokens.json")
+    data = xlmr_unigram(size=min(added.values()))
+    add_tokens(data, added, special=False, lstrip=True)
+    write_tokenizer_json(data, out)
+
+
 BUILDERS: dict[str, Callable[[str, Path], None]] = {
     "clip": build_clip,
     "vit": build_vit,
@@ -301,6 +352,7 @@ BUILDERS: dict[str, Callable[[str, Path], None]] = {
     "sd": build_sd,
     "blip2": build_blip2,
     "llava": build_llava,
+    "kosmos2": build_kosmos2,
 }
 
 

@@ -68,6 +68,7 @@ LOADING: dict[str, Loading] = {
     "sd": Loading("cuda", torch.float16, via_host=True),
     "blip2": Loading("cuda", torch.float16, via_host=False, float32=("qformer.", "query_tokens")),
     "llava": Loading("cuda", torch.float16, via_host=False, four_bit="model.language_model.layers."),
+    "kosmos2": Loading("cuda", torch.float16, via_host=True),  # chapter 6: from_pretrained(dtype=float16).to("cuda")
 }
 
 
@@ -118,12 +119,16 @@ def meta_parts(name: str) -> dict[str, torch.nn.Module]:
             model = meta_model("llava")
             return {"image encoder": model.model.vision_tower, "projector": model.model.multi_modal_projector,
                     "language model": torch.nn.ModuleList([model.model.language_model, model.lm_head])}
+        if name == "kosmos2":
+            model = meta_model("kosmos2")
+            return {"image encoder": model.vision_model, "projector": model.image_to_text_projection,
+                    "language model": model.text_model}  # (its lm_head shares the token embeddings' weights)
     raise KeyError(f"the T4 plan knows no model {name!r}; known: {', '.join(LOADING)}")
 
 
 @lru_cache(maxsize=None)
 def meta_model(name: str) -> torch.nn.Module:
-    """The whole model, with its own parameter names (BLIP-2 and LLaVA; the others as a ModuleList of
+    """The whole model, with its own parameter names (BLIP-2, LLaVA and Kosmos-2; the others as a ModuleList of
     their parts). :func:`meta_parts` hands out modules of this same instance."""
     from utils import zoo
 
@@ -137,6 +142,10 @@ def meta_model(name: str) -> torch.nn.Module:
             from transformers import Blip2Config, Blip2ForConditionalGeneration
 
             return Blip2ForConditionalGeneration(Blip2Config.from_dict(config()))
+        if name == "kosmos2":
+            from transformers import Kosmos2Config, Kosmos2ForConditionalGeneration
+
+            return Kosmos2ForConditionalGeneration(Kosmos2Config.from_dict(config()))
     return torch.nn.ModuleList(meta_parts(name).values())
 
 
@@ -336,6 +345,8 @@ CLASSES: dict[str, list[tuple[str, str | None]]] = {
     "Blip2ForConditionalGeneration": [("blip2", None)], "Blip2VisionModel": [("blip2", "image encoder")],
     "Blip2QFormerModel": [("blip2", "Q-Former")], "OPTForCausalLM": [("blip2", "language model")],
     "LlavaForConditionalGeneration": [("llava", None)], "LlamaModel": [("llava", "language model")],
+    "Kosmos2ForConditionalGeneration": [("kosmos2", None)], "Kosmos2VisionModel": [("kosmos2", "image encoder")],
+    "Kosmos2TextForCausalLM": [("kosmos2", "language model")],
     "StableDiffusionPipeline": [("sd", None)], "DDPMPipeline": [("ddpm", None)],
     "UNet2DConditionModel": [("sd", "unet")], "AutoencoderKL": [("sd", "vae")], "UNet2DModel": [("ddpm", "unet")],
 }
@@ -382,7 +393,7 @@ def call_cost(call: dict[str, Any], loaded: set[str] | None = None) -> Cost:
         batch, prompt = ids[0], ids[1]
         new = (call.get("max_new_tokens") or 20) if call["call"] == "generate" else 0
         cost = _decoder_cost(name, batch, prompt, new)
-        if part is None and "pixel_values" in inputs:  # LLaVA's generate runs its vision tower first, then the LM
+        if part is None and "pixel_values" in inputs:  # LLaVA's and Kosmos-2's generate run the vision tower first
             vision = _vision_cost(name, inputs["pixel_values"])
             cost = Cost(max(cost.gpu_bytes, vision.gpu_bytes), cost.flops + vision.flops, cost.seconds + vision.seconds)
         return cost
