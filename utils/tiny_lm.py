@@ -46,10 +46,12 @@ class TinyLMConfig:
     @classmethod
     def named(cls, name: str, **overrides: Any) -> "TinyLMConfig":
         """``"blip2"``: 128 positions (32 soft prompts, a prompt, an answer), a wider MLP;
-        ``"llava"``: 512 positions (64 patch tokens and a conversation)."""
+        ``"llava"``: 512 positions (64 patch tokens and a conversation); ``"paligemma"``: 128 positions
+        (65 image tokens, a task prefix, a short answer), 4 blocks."""
         sizes = {
             "blip2": dict(intermediate_size=512, max_position_embeddings=128),
             "llava": dict(intermediate_size=256, max_position_embeddings=512),
+            "paligemma": dict(intermediate_size=256, num_hidden_layers=4, max_position_embeddings=128),
         }
         if name not in sizes:
             raise ValueError(f"no tiny LM named {name!r}; choose one of {', '.join(sizes)}")
