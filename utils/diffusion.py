@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -410,3 +410,18 @@ def to_pil(x: torch.Tensor):
         raise ValueError(f"expected one RGB image (3, H, W), got shape {tuple(x.shape)}")
     array = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
     return Image.fromarray(array)
+
+
+@torch.no_grad()
+def vit_judge(model: Any, processor: Any, images: torch.Tensor, batch_size: int = 64) -> tuple[list[str], torch.Tensor]:
+    """Chapter 1's tiny ViT as a judge of ShapesWorld-like images (B, 3, H, W) in [0, 1]: its label
+    ("{colour} {shape}") and confidence for each image."""
+    labels, confidences = [], []
+    device, dtype = model.device, model.dtype
+    for start in range(0, len(images), batch_size):
+        chunk = list(images[start:start + batch_size].float().clamp(0, 1).cpu())
+        pixels = processor(images=chunk, do_rescale=False, return_tensors="pt")["pixel_values"]
+        confidence, index = model(pixel_values=pixels.to(device, dtype)).logits.float().softmax(-1).max(-1)
+        labels += [model.config.id2label[int(i)] for i in index]
+        confidences.append(confidence.cpu())
+    return labels, torch.cat(confidences)
