@@ -27,7 +27,8 @@ def recorded(name: str, file: str = "config.json") -> dict:
 
 
 def test_every_full_mode_model_has_a_stand_in_and_recorded_configs() -> None:
-    assert set(rehearsal.BUILDERS) == set(zoo.REGISTRY) - {"clip-tokenizer"}
+    full_mode = {name for name, item in zoo.REGISTRY.items() if not item.tiny_only} | set(zoo.FULL_ONLY)
+    assert set(rehearsal.BUILDERS) == full_mode - {"clip-tokenizer"}
     sources = (rehearsal.CONFIGS_DIR / "SOURCES.md").read_text()
     for file in rehearsal.CONFIGS_DIR.rglob("*.json"):
         if file.name != t4plan.WORKLOAD_FILE.name:
@@ -140,3 +141,90 @@ def test_every_notebook_runs_in_the_rehearsal_and_the_workload_is_current(tmp_pa
     assert json.loads(workload.read_text()) == t4plan.workload(), (
         "the chapters' calls differ from configs/t4_workload.json, which the T4 plan costs: run "
         "`python scripts/rehearse.py --workload configs/t4_workload.json` and commit the file")
+
+
+# --- Kosmos-2: full mode only (no tiny checkpoint), so the stand-in is all CI ever runs of it ------------------
+
+KOSMOS2_IDS = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "<mask>": 64001, "</doc>": 64002, "<image>": 64003,
+               "</image>": 64004, "<phrase>": 64007, "</phrase>": 64008, "<object>": 64009, "</object>": 64010,
+               "</delimiter_of_multi_objects/>": 64011, "<grounding>": 64012, "<patch_index_0000>": 64013,
+               "<patch_index_1023>": 65036}  # as in the real tokenizer (added_tokens.json, checked against the Hub's)
+
+
+def test_kosmos2_stand_in_keeps_the_interface(stand_ins: dict[str, Path]) -> None:
+    from transformers import AutoProcessor, Kosmos2ForConditionalGeneration
+
+    from utils.shapes import make_scene
+
+    folder = stand_ins["kosmos2"]
+    model = Kosmos2ForConditionalGeneration.from_pretrained(folder, dtype=torch.float16)
+    config, real = model.config, recorded("kosmos2")
+    assert model.dtype == torch.float16 and config.architectures == real["architectures"]
+    assert (config.vision_config.image_size, config.vision_config.patch_size, config.latent_query_num) == (224, 14, 64)
+    assert config.text_config.vocab_size == 65037 and config.text_config.embed_dim == rehearsal.NARROW["hidden_size"]
+    processor = AutoProcessor.from_pretrained(folder)
+    tokenizer = processor.tokenizer
+    assert type(processor).__name__ == "Kosmos2Processor" and len(tokenizer) == 65037
+    assert {t: tokenizer.convert_tokens_to_ids(t) for t in KOSMOS2_IDS} == KOSMOS2_IDS
+    added = recorded("kosmos2", "added_tokens.json")
+    assert all(tokenizer.convert_tokens_to_ids(t) == i for t, i in added.items())  # all 1,035 tags and patch indices
+    inputs = processor(text="<grounding>An image of", images=make_scene(1, seed=0).render(), return_tensors="pt")
+    ids, mask = inputs["input_ids"][0].tolist(), inputs["image_embeds_position_mask"][0].tolist()
+    assert ids[:2] == [0, 64003] and ids[2:66] == list(range(4, 68)) and ids[66:68] == [64004, 64012]
+    assert mask[2:66] == [1] * 64 and sum(mask) == 64  # the 64 image slots, between <image> and </image>
+    assert inputs["pixel_values"].shape == (1, 3, 224, 224)
+    assert json.loads((folder / "generation_config.json").read_text()) == recorded("kosmos2", "generation_config.json")
+
+
+def test_kosmos2_stand_in_generates_from_a_grounding_prompt(stand_ins: dict[str, Path]) -> None:
+    from transformers import AutoProcessor, Kosmos2ForConditionalGeneration
+
+    from utils.shapes import make_scene
+
+    model = Kosmos2ForConditionalGeneration.from_pretrained(stand_ins["kosmos2"], dtype=torch.float32).eval()
+    processor = AutoProcessor.from_pretrained(stand_ins["kosmos2"])
+    inputs = processor(text="<grounding>An image of", images=make_scene(2, seed=1).render(), return_tensors="pt")
+    generated = model.generate(pixel_values=inputs["pixel_values"], input_ids=inputs["input_ids"],
+                               attention_mask=inputs["attention_mask"], image_embeds=None,
+                               image_embeds_position_mask=inputs["image_embeds_position_mask"], max_new_tokens=8)
+    assert generated.shape[1] == inputs["input_ids"].shape[1] + 8
+    text = processor.batch_decode(generated, skip_special_tokens=True)[0]
+    caption, entities = processor.post_process_generation(text)
+    assert caption.startswith("An image of") and isinstance(entities, list)  # random weights: the words are noise
+
+
+def test_kosmos2_post_processing_reads_patch_index_tokens(stand_ins: dict[str, Path]) -> None:
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(stand_ins["kosmos2"])
+    # The model card's output for its snowman photo, as token ids and back, as generate's output is decoded.
+    written = ("<grounding> An image of<phrase> a snowman</phrase><object><patch_index_0044><patch_index_0863>"
+               "</object> warming himself by<phrase> a fire</phrase><object><patch_index_0005><patch_index_0911>"
+               "</object>.")
+    ids = processor.tokenizer(written, add_special_tokens=False)["input_ids"]
+    assert KOSMOS2_IDS["<patch_index_0000>"] + 44 in ids and KOSMOS2_IDS["<grounding>"] in ids  # one token each
+    caption, entities = processor.post_process_generation(processor.decode(ids, skip_special_tokens=True))
+    assert caption == "An image of a snowman warming himself by a fire."
+    assert entities == [("a snowman", (12, 21), [(0.390625, 0.046875, 0.984375, 0.828125)]),
+                        ("a fire", (41, 47), [(0.171875, 0.015625, 0.484375, 0.890625)])]
+
+
+def test_kosmos2_fits_the_t4_plan() -> None:
+    counts = t4plan.parameter_counts("kosmos2")
+    assert 1.34e9 < counts["language model"] < 1.35e9 and 300e6 < counts["image encoder"] < 310e6
+    # float32 on the Hub: model.safetensors at the pinned revision is 6,658,052,808 bytes, the tensors plus a header
+    assert 0 < 6_658_052_808 - t4plan.download_bytes("kosmos2") < 2**20
+    # Chapter 6's full-mode cell, as the rehearsal records it (Kosmos-2's generate runs its image tower, then its
+    # language model's generate): two photos, the default grounding prompt (71 tokens with the real vocabulary:
+    # <s> <image> 64 slots </image> <grounding> "▁An" "▁image" "▁of"), 64 new tokens.
+    calls = [{"call": "load", "model": "kosmos2"},
+             {"call": "forward", "model": "Kosmos2VisionModel", "inputs": {"arg0": [2, 3, 224, 224]},
+              "training": False},
+             {"call": "generate", "model": "Kosmos2TextForCausalLM", "max_new_tokens": 64,
+              "inputs": {"input_ids": [2, 71], "attention_mask": [2, 71], "image_embeds": [2, 64, 2048],
+                         "image_embeds_position_mask": [2, 71]}}]
+    plan = t4plan.chapter_plan("06_beyond_text", calls)
+    assert t4plan.call_cost(calls[1], {"kosmos2"}).flops > 0 and t4plan.call_cost(calls[2], {"kosmos2"}).flops > 0
+    assert plan.models == ["kosmos2"] and plan.fits and plan.gpu_minutes < 10
+    assert 3.0 < plan.weights_gib < 3.2 and plan.peak_gpu_gib <= t4plan.GPU_LIMIT_GIB
+    assert plan.host_gib <= t4plan.HOST_LIMIT_GIB

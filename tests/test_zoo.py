@@ -163,3 +163,61 @@ def test_a_hub_that_never_answers_fails_in_seconds_with_a_retry_hint() -> None:
     assert "sent nothing for 3 s" in result.stdout and "Run the cell again to retry" in result.stdout, \
         result.stdout + result.stderr
     assert time.monotonic() - start < 30
+
+
+def test_a_tiny_only_entry_is_its_tiny_folder_in_every_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    tiny_only = [item for item in zoo.REGISTRY.values() if item.tiny_only]
+    assert tiny_only, "chapter 6's own models are tiny-only entries"
+    for item in tiny_only:
+        for mode in ("tiny", "full", "rehearsal"):
+            assert Path(zoo.path(item.name, mode=mode)) == item.local_dir
+    monkeypatch.setattr(zoo, "_download", lambda item, stall=None: pytest.fail("a tiny-only entry never downloads"))
+    zoo.path(tiny_only[0].name, mode="full")
+    assert "(the tiny one)" in {row["full mode (Hub)"] for row in zoo.table()}
+
+
+def test_a_tiny_only_entry_names_no_hub_checkpoint() -> None:
+    with pytest.raises(ValueError, match="tiny-only: give it no hub_id"):
+        zoo.ZooEntry("x", "some/repo", "", "x", "python x.py", "x", tiny_only=True)
+
+
+# --- full-only entries: a real checkpoint with no tiny one (Kosmos-2) ----------------------------------------
+
+def test_a_full_only_entry_in_tiny_mode_says_what_tiny_mode_uses_instead() -> None:
+    item = zoo.entry("kosmos2")
+    assert item.full_only and item.name in zoo.FULL_ONLY and item.name not in zoo.REGISTRY  # make assets never sees it
+    with pytest.raises(zoo.ZooError, match=r"'kosmos2' \(microsoft/kosmos-2-patch14-224\) exists only in full mode.*"
+                                           r"tiny PaliGemma \(zoo name 'paligemma'\).*MMLLM_MODE=full"):
+        zoo.path("kosmos2", mode="tiny")
+    assert "'paligemma'" in item.tiny_instead and zoo.entry("paligemma").tiny_only  # what it names exists
+
+
+@pytest.mark.filterwarnings("ignore:MMLLM_MODE=full on a machine without a CUDA GPU")
+def test_a_full_only_entry_downloads_its_pinned_revision_in_full_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub
+
+    calls = []
+    monkeypatch.setattr(huggingface_hub, "snapshot_download",
+                        lambda repo_id, revision, allow_patterns, **kw: calls.append((repo_id, revision)) or "/snap")
+    assert zoo.path("kosmos2", mode="full") == "/snap"
+    assert calls == [("microsoft/kosmos-2-patch14-224", "1f66d913fde5307936383dc9460b12ccb82f2133")]
+
+
+def test_a_full_only_entry_is_listed_without_a_tiny_folder() -> None:
+    rows = {row["name"]: row for row in zoo.table()}
+    assert rows["kosmos2"] == {"name": "kosmos2", "full mode (Hub)": "microsoft/kosmos-2-patch14-224@1f66d91",
+                               "tiny mode (models/)": "(full mode only)", "tiny size": "-"}
+    with pytest.raises(zoo.ZooError, match="known names: .*kosmos2"):
+        zoo.entry("kosmos-3")
+
+
+def test_a_full_only_entry_has_no_folder_and_says_what_replaces_it() -> None:
+    revision = zoo.entry("kosmos2").revision
+    with pytest.raises(ValueError, match="full-only: give it no folder"):
+        zoo.ZooEntry("x", "org/x", revision, "x-tiny", "", "x", full_only=True, tiny_instead="y")
+    with pytest.raises(ValueError, match="say in tiny_instead"):
+        zoo.ZooEntry("x", "org/x", revision, "", "", "x", full_only=True)
+    with pytest.raises(ValueError, match="tiny_instead is for full-only entries"):
+        zoo.ZooEntry("x", "org/x", revision, "x-tiny", "python x.py", "x", tiny_instead="y")
+    with pytest.raises(ValueError, match="40-character commit hash"):  # its pin is checked like any other
+        zoo.ZooEntry("x", "org/x", "main", "", "", "x", full_only=True, tiny_instead="y")

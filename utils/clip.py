@@ -137,6 +137,29 @@ def recall_at_k(similarity: torch.Tensor, k: int) -> float:
     return hits.float().mean().item()
 
 
+def caption_recall_at_k(similarity: torch.Tensor, query_captions: list[str], gallery_captions: list[str],
+                        k: int) -> float:
+    """Share of queries (rows of ``similarity``, (Q, G)) with a gallery item of the *same caption*
+    among their k best columns: where several scenes share a caption, any of them is a right answer."""
+    if similarity.ndim != 2 or similarity.shape != (len(query_captions), len(gallery_captions)):
+        raise ValueError(f"similarity must be (queries, gallery) = ({len(query_captions)}, {len(gallery_captions)}), "
+                         f"got {tuple(similarity.shape)}")
+    if not 1 <= k <= similarity.shape[1]:
+        raise ValueError(f"k must be between 1 and {similarity.shape[1]}, got {k}")
+    top = similarity.topk(k, dim=1).indices.tolist()  # (Q, k)
+    return sum(any(gallery_captions[j] == q for j in row) for q, row in zip(query_captions, top)) / len(top)
+
+
+def chance_caption_recall_at_k(query_captions: list[str], gallery_captions: list[str], k: int) -> float:
+    """The expected :func:`caption_recall_at_k` of a random ranking: for a query whose caption m of the
+    G gallery items share, the chance that k random picks miss all of them is C(G - m, k) / C(G, k)."""
+    from math import comb
+
+    G = len(gallery_captions)
+    counts = {c: gallery_captions.count(c) for c in set(query_captions)}
+    return sum(1 - comb(G - counts[q], k) / comb(G, k) for q in query_captions) / len(query_captions)
+
+
 @torch.no_grad()
 def encode_images(model, processor, images, batch_size: int = 256) -> torch.Tensor:
     """Projected image embeddings (n, d) of a list of images, in batches (not normalised).

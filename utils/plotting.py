@@ -98,3 +98,54 @@ def heatmap(matrix: np.ndarray, row_labels: Sequence[str], col_labels: Sequence[
         ax.text(c, r, fmt.format(value), ha="center", va="center", fontsize=8, color="black" if light else "white")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     return fig
+
+
+def show_boxes(images: Sequence[Image.Image | np.ndarray], predicted: Sequence[Sequence[tuple[Sequence[float], str]]],
+               truth: Sequence[Sequence[float] | None] | None = None, titles: Sequence[str] | None = None,
+               columns: int = 4, size: float = 2.4, title: str | None = None) -> Figure:
+    """Images with predicted boxes (solid, labelled) and, optionally, one true box each (dashed).
+
+    Boxes are normalised (x0, y0, x1, y1), as everywhere in the course.
+    """
+    fig = show_images(images, titles, columns=columns, size=size, title=title)
+    for i, (ax, image) in enumerate(zip(fig.axes, images)):
+        w, h = image.size if isinstance(image, Image.Image) else (image.shape[1], image.shape[0])
+        ax.set_xlim(-0.5, w - 0.5)
+        ax.set_ylim(h - 0.5, -0.5)
+        if truth is not None and truth[i] is not None:
+            x0, y0, x1, y1 = truth[i]
+            ax.add_patch(Rectangle((x0 * w, y0 * h), (x1 - x0) * w, (y1 - y0) * h, fill=False, lw=1.2, ec="black", ls="--"))
+        for box, label in predicted[i]:
+            x0, y0, x1, y1 = box
+            ax.add_patch(Rectangle((x0 * w, y0 * h), (x1 - x0) * w, (y1 - y0) * h, fill=False, lw=1.6, ec="magenta"))
+            ax.text(x0 * w, y0 * h, label, fontsize=7, color="magenta", va="bottom",
+                    bbox=dict(facecolor="white", alpha=0.7, lw=0, pad=0.5))
+    return fig
+
+
+def block_diagram(blocks: Sequence[tuple[float, float, str, str]], arrows: Sequence[tuple[int, int]],
+                  legend: dict[str, str] | None = None, size: tuple[float, float] = (11, 4.2),
+                  title: str | None = None) -> Figure:
+    """A left-to-right diagram: ``blocks`` are (x, y, text, colour) centres on a 0-1 canvas, ``arrows``
+    (i, j) join block i to block j, ``legend`` maps colours to what they mean (e.g. frozen / trained)."""
+    from matplotlib.patches import Patch
+
+    fig, ax = plt.subplots(figsize=size)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.axis("off")
+    texts = []
+    for x, y, text, colour in blocks:
+        texts.append(ax.text(x, y, text, ha="center", va="center", fontsize=8,
+                             bbox=dict(boxstyle="round,pad=0.4", facecolor=colour, edgecolor="0.3")))
+    fig.canvas.draw()  # the boxes' sizes are known only once drawn
+    for i, j in arrows:
+        ax.annotate("", xy=blocks[j][:2], xytext=blocks[i][:2], zorder=0,
+                    arrowprops=dict(arrowstyle="-|>", mutation_scale=14, color="0.3", shrinkA=0, shrinkB=0,
+                                    patchA=texts[i].get_bbox_patch(), patchB=texts[j].get_bbox_patch()))
+    if legend:
+        ax.legend(handles=[Patch(facecolor=c, edgecolor="0.3", label=t) for c, t in legend.items()],
+                  loc="lower center", ncol=len(legend), fontsize=8, frameon=False, bbox_to_anchor=(0.5, -0.04))
+    if title:
+        ax.set_title(title)
+    return fig

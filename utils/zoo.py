@@ -56,8 +56,20 @@ class ZooEntry:
     description: str
     allow_patterns: tuple[str, ...] = DEFAULT_PATTERNS
     needs: tuple[str, ...] = ()  # zoo names whose tiny checkpoints the rebuild reads (make assets builds them first)
+    tiny_only: bool = False  # no Hub checkpoint stands behind it (hub_id and revision ""): the tiny folder in every mode
+    full_only: bool = False  # no tiny checkpoint (folder and rebuild ""): full mode only, see FULL_ONLY
+    tiny_instead: str = ""  # for a full-only entry: what tiny mode uses in its place (said when tiny mode asks for it)
 
     def __post_init__(self) -> None:
+        if self.full_only and (self.tiny_only or self.folder or self.rebuild or not self.tiny_instead):
+            raise ValueError(f"zoo entry {self.name!r} is full-only: give it no folder and no rebuild command, "
+                             "and say in tiny_instead what tiny mode uses in its place")
+        if self.tiny_instead and not self.full_only:
+            raise ValueError(f"zoo entry {self.name!r}: tiny_instead is for full-only entries")
+        if self.tiny_only:
+            if self.hub_id or self.revision:
+                raise ValueError(f"zoo entry {self.name!r} is tiny-only: give it no hub_id and no revision")
+            return
         if len(self.revision) != 40 or any(c not in "0123456789abcdef" for c in self.revision):
             raise ValueError(f"zoo entry {self.name!r}: revision must be a 40-character commit hash, got {self.revision!r}")
 
@@ -66,25 +78,29 @@ class ZooEntry:
         return MODELS_DIR / self.folder
 
 
-REGISTRY: dict[str, ZooEntry] = {}
+REGISTRY: dict[str, ZooEntry] = {}  # every entry with a folder under models/ (what `make assets` builds and checks)
+# Entries with no tiny checkpoint: a real model that only full mode runs (and the rehearsal stands in for). They are
+# kept apart so that whatever walks REGISTRY for tiny checkpoints (make assets, the budget and checksum tests) never
+# meets an entry without one.
+FULL_ONLY: dict[str, ZooEntry] = {}
 
 
 def register(entry: ZooEntry) -> ZooEntry:
     """Add ``entry`` to the zoo (re-registering the same entry is harmless)."""
-    existing = REGISTRY.get(entry.name)
+    existing = REGISTRY.get(entry.name) or FULL_ONLY.get(entry.name)
     if existing is not None and existing != entry:
         raise ValueError(f"zoo name {entry.name!r} is already registered with different settings")
-    REGISTRY[entry.name] = entry
+    (FULL_ONLY if entry.full_only else REGISTRY)[entry.name] = entry
     return entry
 
 
 def entry(name: str) -> ZooEntry:
-    """The registry entry for ``name``, or a clear error listing the names that exist."""
-    try:
-        return REGISTRY[name]
-    except KeyError:
-        known = ", ".join(sorted(REGISTRY)) or "(none)"
-        raise ZooError(f"no model called {name!r} in the zoo; known names: {known}") from None
+    """The registry entry for ``name`` (full-only ones included), or a clear error listing the names that exist."""
+    found = REGISTRY.get(name) or FULL_ONLY.get(name)
+    if found is None:
+        known = ", ".join(sorted({*REGISTRY, *FULL_ONLY})) or "(none)"
+        raise ZooError(f"no model called {name!r} in the zoo; known names: {known}")
+    return found
 
 
 def compact_json(folder: Path | str, name: str = "tokenizer.json") -> None:
@@ -157,6 +173,8 @@ def path(name: str, mode: str | None = None) -> str:
     mode's folder is a stand-in built by :mod:`utils.rehearsal` instead of a download.
     """
     item = entry(name)
+    if item.tiny_only:  # the course's own model (e.g. a method with no transformers class): the same in every mode
+        mode = "tiny"
     rehearse = runtime.REHEARSAL if mode is None else mode.strip().lower() == "rehearsal"
     mode = runtime.resolve_mode(mode) if mode is not None else runtime.MODE
     if mode == "full" and rehearse:  # MMLLM_MODE=rehearsal: a stand-in with the real interface, built offline
@@ -164,6 +182,10 @@ def path(name: str, mode: str | None = None) -> str:
 
         rehearsal.note_load(name)
         return str(rehearsal.stand_in(name))
+    if mode == "tiny" and item.full_only:
+        raise ZooError(f"{name!r} ({item.hub_id}) exists only in full mode: the course ships no tiny checkpoint of "
+                       f"it. Tiny mode uses {item.tiny_instead} in its place; run with MMLLM_MODE=full on a GPU to "
+                       f"use {name!r}.")
     if mode == "tiny":
         folder = item.local_dir
         if not folder.is_dir() or not any((folder / f).is_file() for f in (*MARKER_FILES, CHECKSUMS)):
@@ -263,13 +285,17 @@ def _safetensors_only(snapshot: Path, converted: Path) -> Path:
 def table() -> list[dict[str, str]]:
     """The registry as rows (for printing in a chapter): name, Hub id, revision, tiny folder, size."""
     rows = []
-    for item in sorted(REGISTRY.values(), key=lambda e: e.name):
+    for item in sorted([*REGISTRY.values(), *FULL_ONLY.values()], key=lambda e: e.name):
+        if item.full_only:
+            rows.append({"name": item.name, "full mode (Hub)": f"{item.hub_id}@{item.revision[:7]}",
+                         "tiny mode (models/)": "(full mode only)", "tiny size": "-"})
+            continue
         folder = item.local_dir
         size = own_size(folder)
         rows.append(
             {
                 "name": item.name,
-                "full mode (Hub)": f"{item.hub_id}@{item.revision[:7]}",
+                "full mode (Hub)": "(the tiny one)" if item.tiny_only else f"{item.hub_id}@{item.revision[:7]}",
                 "tiny mode (models/)": item.folder,
                 "tiny size": f"{size / 2**20:.2f} MB" if size else "missing",
             }
@@ -372,5 +398,66 @@ register(
                     "instruction-tuned on ShapesWorld",
         allow_patterns=("*.json", "*.safetensors", "tokenizer.model", "*.jinja"),
         needs=("clip",),  # its vision tower starts from the tiny CLIP's
+    )
+)
+
+# Chapter 6's own models: FROMAGe, GILL, Ferret-style referring and ImageBind have no transformers
+# checkpoints that fit a T4 and load without remote code (PaliGemma is gated), so these run tiny in
+# both modes; the chapter's full mode adds Kosmos-2.
+register(
+    ZooEntry(
+        name="paligemma",
+        hub_id="",
+        revision="",
+        folder="paligemma-tiny",
+        rebuild="python scripts/train_paligemma.py",
+        description="a tiny PaliGemma (PaliGemmaForConditionalGeneration: the tiny CLIP tower + a 4-block Llama-style "
+                    "LM, 32 location tokens) that detects and refers on ShapesWorld",
+        needs=("clip",),  # its image tower starts from the tiny CLIP's
+        tiny_only=True,
+    )
+)
+
+register(
+    ZooEntry(
+        name="fromage",
+        hub_id="",
+        revision="",
+        folder="fromage-tiny",
+        rebuild="python scripts/train_fromage.py",
+        description="FROMAGe/GILL heads ([RET], [IMG0..3], the image-in map, retrieval maps, a GILL mapper) "
+                    "around the tiny LLaVA's frozen language model",
+        needs=("llava", "clip", "sd"),  # the frozen LM; the image embeddings; the conditioning to imitate
+        tiny_only=True,
+    )
+)
+
+register(
+    ZooEntry(
+        name="soundbind",
+        hub_id="",
+        revision="",
+        folder="soundbind-tiny",
+        rebuild="python scripts/train_imagebind.py",
+        description="an ImageBind-style encoder for ShapesWorld's synthetic stereo sounds, bound to the tiny CLIP's "
+                    "image embeddings (and, in text-paired/, the same encoder trained on captions for comparison)",
+        needs=("clip",),
+        tiny_only=True,
+    )
+)
+
+# Kosmos-2 grounds phrases to boxes with patch-index tokens and loads with transformers' own classes (MIT licence,
+# not gated). It has no tiny checkpoint: offline, chapter 6 grounds with its tiny PaliGemma.
+register(
+    ZooEntry(
+        name="kosmos2",
+        hub_id="microsoft/kosmos-2-patch14-224",
+        revision="1f66d913fde5307936383dc9460b12ccb82f2133",
+        folder="",
+        rebuild="",
+        description="Kosmos-2: CLIP ViT-L/14 at 224 px + a 24-layer, 1.3B-parameter decoder that writes "
+                    "<phrase>...</phrase><object><patch_index_XXXX><patch_index_YYYY></object> after what it grounds",
+        full_only=True,
+        tiny_instead="chapter 6's tiny PaliGemma (zoo name 'paligemma')",
     )
 )
