@@ -290,6 +290,17 @@ plt.show()
 # The black rectangle sits exactly on the yellow triangle: the box and the pixels come from the
 # same scene description.
 #
+# ## The map of the course
+#
+# | chapter | the piece it builds | direction |
+# |---|---|---|
+# | 1 ViT | an image encoder: patches become tokens | image $\to$ vectors |
+# | 2 CLIP | a shared space where images and texts meet (retrieval, zero-shot) | image $\leftrightarrow$ text |
+# | 3 BLIP-2 | a bridge (Q-Former) from a frozen image encoder into a frozen LLM | image $\to$ text |
+# | 4 LLaVA | a projector and visual instruction tuning | image $\to$ text |
+# | 5 Diffusion | a generator that turns text into pixels | text $\to$ image |
+# | 6 Beyond text out | boxes as tokens, images out of an LLM, new modalities bound to images | image $\leftrightarrow$ text, any $\to$ any |
+#
 # ## Summary
 # - The course runs in **tiny** mode (offline, CPU, shipped checkpoints) or **full** mode (GPU,
 #   real checkpoints at pinned revisions); the chapter code is the same.

@@ -3,20 +3,27 @@
     python scripts/train_fromage.py [--out models/fromage-tiny] [--steps 2000]
 
 The language model is the tiny LLaVA's (chapter 4), frozen; its image tower is not used. What is
-trained (``utils.fromage.FromageHeads``): the embeddings of ``[RET]`` and ``[IMG0..3]`` (which are
-also their output rows), the linear map from a tiny-CLIP image embedding to 4 soft input tokens,
-the retrieval maps and temperature, and the GILL mapper. Each step has three parts:
+trained (``utils.fromage.FromageHeads``, 390,305 parameters): the embeddings of ``[RET]`` and
+``[IMG0..3]`` (which are also their output rows), a two-layer map from a tiny-CLIP image embedding
+to 8 soft input tokens, the retrieval maps and temperature, and the GILL mapper. Each step has
+three parts:
 
 1. retrieval (FROMAGe): "Find {caption}." -> ``[RET]``; contrastive loss between the ``[RET]`` state
-   and the frozen tiny CLIP's image embeddings of the batch (``utils.clip.clip_loss``);
+   and the frozen tiny CLIP's image embeddings of 64 scenes (``utils.clip.clip_loss``);
 2. generation (GILL): "Draw {caption}." -> ``[IMG0..3]``; the mapper's output is matched to the
    tiny CLIP text encoder's states for the caption, which is what chapter 5's tiny Stable
    Diffusion is conditioned on (mean squared error, over the states' variance);
 3. captioning: the image's soft tokens + "Write a short caption for the image." -> the caption,
-   then ``[IMG0..3]`` for one-object scenes (what the diffusion model can draw), with the same
+   then ``[IMG0..3]`` (one-object scenes, what the diffusion model can draw), with the same
    mapper loss: a caption that ends in a drawing, as NExT-GPT's LLM ends its answer with signal tokens.
 
 The LM is taught to write the new tokens with its next-token loss, as FROMAGe and GILL do.
+
+What was tried: a first run with FROMAGe's one linear image-in layer, 4 soft tokens, 32 images per
+retrieval step and 1200 steps captioned 27% of chapter 6's 60 held-out one-object images exactly
+(the frozen tiny LM could not be steered by one linear map); with the two-layer map and 8 tokens,
+97%. Its [RET] recall@1 was 42% (51% with 64 images per step and 2000 steps). Chapter 6 measures
+every figure; 2000 steps took 13 minutes on one thread while another training shared the machine.
 """
 
 from __future__ import annotations

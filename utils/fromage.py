@@ -193,7 +193,10 @@ def run_lm(lm: FrozenLM, heads: FromageHeads, ids: torch.Tensor, attention_mask:
 
 def retrieval_embeddings(heads: FromageHeads, hidden: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """Unit vectors (B, P) from the hidden state at each row's ``[RET]``."""
-    at = (ids == heads.ret_id).float().argmax(-1)  # (B,)
+    has = ids == heads.ret_id  # (B, L)
+    if not has.any(-1).all():
+        raise ValueError("every row needs a [RET] token: answer the request with answer_ids(..., ret=True)")
+    at = has.float().argmax(-1)  # (B,)
     return F.normalize(heads.ret_text(hidden[torch.arange(len(ids)), at]), dim=-1)
 
 
@@ -204,7 +207,10 @@ def image_keys(heads: FromageHeads, image_embeds: torch.Tensor) -> torch.Tensor:
 
 def conditioning(heads: FromageHeads, hidden: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """The mapper's conditioning (B, S, C) from the hidden states at each row's r ``[IMG]`` tokens."""
-    first = (ids == heads.img_ids[0]).float().argmax(-1)  # (B,)
+    has = ids == heads.img_ids[0]  # (B, L)
+    if not has.any(-1).all():
+        raise ValueError("every row needs the [IMG] tokens: answer the request with answer_ids(..., img=True)")
+    first = has.float().argmax(-1)  # (B,)
     r = heads.config.num_img_tokens
     index = first[:, None] + torch.arange(r)  # (B, r)
     states = hidden[torch.arange(len(ids))[:, None], index]  # (B, r, D)
@@ -306,6 +312,17 @@ def best_match_scores(lm: FrozenLM, heads: FromageHeads, captions: Sequence[str]
     if len(gallery_embeds) == 0:
         raise ValueError("the gallery is empty: give at least one image embedding to retrieve from")
     return (retrieval_queries(lm, heads, captions) @ image_keys(heads, gallery_embeds).T).max(-1).values
+
+
+def decision_data(lm: FrozenLM, heads: FromageHeads, requests: Sequence[str], gallery_embeds: torch.Tensor,
+                  gallery_captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each request's best-match score in a gallery (G, E), and whether the gallery holds an image
+    with that caption (the answer a retrieve-or-generate decision should give)."""
+    if len(gallery_embeds) != len(gallery_captions):
+        raise ValueError(f"{len(gallery_embeds)} gallery images but {len(gallery_captions)} captions")
+    stocked = set(gallery_captions)
+    return (best_match_scores(lm, heads, requests, gallery_embeds),
+            torch.tensor([r in stocked for r in requests]))
 
 
 def fit_threshold(scores: torch.Tensor, has_match: torch.Tensor) -> float:

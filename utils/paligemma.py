@@ -89,7 +89,7 @@ def tiny_config(vision_config: Any, tokenizer: Any, **text_overrides: Any):
     from transformers import PaliGemmaConfig
 
     text = tiny_lm.TinyLMConfig.named("paligemma", **text_overrides).to_llama(len(tokenizer))
-    text.use_bidirectional_attention = None  # PaliGemmaConfig sets it (a Gemma field); the mask comes from token types
+    text.use_bidirectional_attention = None  # PaliGemmaConfig reads and sets this Gemma field; Llama ignores it
     config = PaliGemmaConfig(vision_config=vision_config.to_dict(), text_config=text,
                              image_token_id=IMAGE_TOKEN_ID, projection_dim=text.hidden_size)
     config.tie_word_embeddings = True
@@ -209,11 +209,11 @@ def greedy(model: Any, tokenizer: Any, prefixes: Sequence[str], pixel_values: to
     for _ in range(max_new_tokens):
         logits = forward(model, batch, region_boxes=region_boxes, features=features)[:, -1]  # (B, V)
         nxt = torch.where(done, pad, logits.argmax(-1))  # (B,)
+        attend = (~done).long()[:, None]  # padding after a finished answer is not attended to
         done |= nxt == tokenizer.eos_token_id
-        one = torch.ones_like(nxt)[:, None]
         batch = {"input_ids": torch.cat([batch["input_ids"], nxt[:, None]], 1),
-                 "token_type_ids": torch.cat([batch["token_type_ids"], one], 1),  # answer tokens: causal
-                 "attention_mask": torch.cat([batch["attention_mask"], one], 1)}
+                 "token_type_ids": torch.cat([batch["token_type_ids"], torch.ones_like(attend)], 1),  # answer: causal
+                 "attention_mask": torch.cat([batch["attention_mask"], attend], 1)}
         if done.all():
             break
     new = batch["input_ids"][:, L0:]

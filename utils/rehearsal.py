@@ -427,6 +427,17 @@ def note_load(name: str) -> None:
         _LOG.write(json.dumps({"call": "load", "model": name}) + "\n")
 
 
+def _course_tiny_model(model: Any) -> bool:
+    """A model the course ships in models/ (a tiny-only zoo entry runs so in full mode too) or defines in
+    utils/: not one of the real checkpoints the T4 plan costs."""
+    from utils import zoo
+
+    if type(model).__module__.startswith("utils."):
+        return True
+    loaded_from = str(getattr(getattr(model, "config", None), "_name_or_path", "") or "")
+    return bool(loaded_from) and Path(loaded_from).resolve().is_relative_to(zoo.MODELS_DIR.resolve())
+
+
 def record_workload(path: str) -> None:
     """Append one JSON line to ``path`` for every call a chapter makes of a model, a pipeline or ``generate``.
 
@@ -460,6 +471,8 @@ def record_workload(path: str) -> None:
         return wrapper
 
     def describe_generate(model, *args, **kwargs):
+        if _course_tiny_model(model):
+            return None
         config = getattr(model, "generation_config", None)
         new = kwargs.get("max_new_tokens") or getattr(kwargs.get("generation_config"), "max_new_tokens", None) \
             or getattr(config, "max_new_tokens", None)
@@ -469,7 +482,7 @@ def record_workload(path: str) -> None:
         return {"call": "generate", "model": type(model).__name__, "inputs": inputs, "max_new_tokens": new}
 
     def describe_forward(module, *args, **kwargs):
-        if not hasattr(module, "config") and not hasattr(module, "dtype"):
+        if not hasattr(module, "config") and not hasattr(module, "dtype") or _course_tiny_model(module):
             return None
         inputs = {k: _shape(v) for k, v in kwargs.items() if _shape(v) is not None}
         for i, a in enumerate(args):
@@ -481,6 +494,8 @@ def record_workload(path: str) -> None:
                 "training": bool(module.training and torch.is_grad_enabled())}
 
     def describe_pipeline(pipe, *args, **kwargs):
+        if _course_tiny_model(getattr(pipe, "unet", None)):
+            return None
         prompt = kwargs.get("prompt", args[0] if args else None)
         batch = kwargs.get("batch_size") or (len(prompt) if isinstance(prompt, list) else 1)
         batch *= kwargs.get("num_images_per_prompt") or 1
