@@ -293,6 +293,8 @@ for answer, (_, o) in zip(referring_answers["refer"], targets):
     for name, said_word, true_word in zip(wrong_words, words, (o.size, o.colour, o.shape)):
         wrong_words[name] += said_word != true_word
 n_wrong = sum(a != f"{o.size} {paligemma.label(o)}" for a, (_, o) in zip(referring_answers["refer"], targets))
+claims.at_most("wrong size words, as a share of the wrong answers", wrong_words["size"] / max(n_wrong, 1), 0.1)
+claims.at_least("wrong answers with a wrong shape word, as a share of the wrong answers", wrong_words["shape"] / max(n_wrong, 1), 0.5)
 print(f"wrong answers from coordinates alone: {n_wrong} of {len(targets)}; wrong size word {wrong_words['size']}, "
       f"colour {wrong_words['colour']}, shape {wrong_words['shape']}")
 
@@ -335,7 +337,7 @@ print(f"wrong answers from coordinates alone: {n_wrong} of {len(targets)}; wrong
 # `<phrase>...</phrase><object>...</object>`. Offline there is no Kosmos-2 to run, and the cell
 # says so.
 
-# %% tags=["nbval-ignore-output"]
+# %%
 from utils.images import sample_image
 
 if runtime.MODE == "full":
