@@ -55,7 +55,7 @@ sys.path.insert(0, str(COURSE_ROOT))
 #   only the assistant's answers;
 # - how to generate visual instruction data (conversation, detailed description, complex reasoning)
 #   from captions and boxes, with rules or with an LLM, and how to validate and fact-check it;
-# - how to measure a model's answers and its hallucinations (POPE);
+# - how to measure a model's answers and its hallucinations (POPE, in its three settings);
 # - what came after the projector: CogVLM's visual expert, SPHINX's weight mixing, tool use.
 #
 # **Prerequisites**: chapter 1 (ViT patches), chapter 2 (CLIP's image tower, which LLaVA reuses);
@@ -562,21 +562,36 @@ for ax, title in zip(fig.axes, titles):
 # A model that answers "yes" to "Is there a ...?" whatever it sees would look fine on present
 # objects. POPE (Li et al., 2023) asks balanced yes/no questions, half about objects that are
 # there and half about objects that are not, and reports accuracy, precision, recall, F1 and the
-# **yes-ratio**: a model that hallucinates says yes far more than half the time.
+# **yes-ratio**: a model that hallucinates says yes far more than half the time. It draws the
+# absent objects in three settings: **random**; **popular**, the objects most frequent in the
+# training data (a model that has learned "there is usually a person" says yes to them);
+# **adversarial**, the objects that co-occur most often with those in the picture. On ShapesWorld
+# the objects are colour-shape pairs, and what co-occurs with a red circle and a blue square is
+# their attributes: the adversarial negatives swap them ("Is there a red square?", "a blue
+# circle?"), which tests whether the model binds each colour to its shape.
 
-# %%
+# %% tags=["nbval-ignore-output"]
 pope_scenes = ShapesWorld(200 if runtime.MODE == "tiny" else 50, seed=24, split="test").scenes
-scores = llava.pope(model, processor, pope_scenes)
-print(f"{scores.n} probes ('Is there a {{colour}} {{shape}} in the image?'), half of them absent")
-print(f"accuracy {scores.accuracy:.1%}, precision {scores.precision:.3f}, recall {scores.recall:.3f}, "
-      f"F1 {scores.f1:.3f}, yes-ratio {scores.yes_ratio:.2f}")
-if runtime.MODE == "tiny":
-    claims.at_least("the POPE F1", scores.f1, 0.95)
-    claims.between("the POPE yes-ratio", scores.yes_ratio, 0.4, 0.6)
+training_counts = llava.object_counts(ShapesWorld(2000, seed=5, split="train").scenes)  # the training data's objects
+print(f"objects in 2000 training scenes: each colour-shape pair {min(training_counts.values())} to "
+      f"{max(training_counts.values())} times")
+pope_by_setting = {}
+for setting in llava.POPE_SETTINGS:
+    scores = pope_by_setting[setting] = llava.pope(model, processor, pope_scenes, setting=setting, counts=training_counts)
+    if runtime.MODE == "tiny":
+        claims.at_least(f"the POPE F1 ({setting})", scores.f1, 0.95)
+        claims.between(f"the POPE yes-ratio ({setting})", scores.yes_ratio, 0.4, 0.6)
+print(f"{scores.n} probes per setting ('Is there a {{colour}} {{shape}} in the image?'), half of them absent")
+for setting, scores in pope_by_setting.items():
+    print(f"{setting:12s} accuracy {scores.accuracy:.1%}, precision {scores.precision:.3f}, recall {scores.recall:.3f}, "
+          f"F1 {scores.f1:.3f}, yes-ratio {scores.yes_ratio:.2f}")
 
 # %% [markdown]
 # The tiny LLaVA says yes about half the time, as often as the answer is yes, and its F1 is above
-# 0.95: on ShapesWorld's closed set of 15 colour-shape pairs it does not hallucinate objects.
+# 0.95 in all three settings: on ShapesWorld's closed set of 15 colour-shape pairs it neither
+# hallucinates objects nor swaps attributes between them. The popular setting is no harder than
+# the random one here because ShapesWorld draws every pair about equally often (the counts
+# above); on COCO, where a few objects dominate, it is the setting that exposes a model's priors.
 #
 # ## 4.6 Beyond the projector
 #

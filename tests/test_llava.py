@@ -155,6 +155,43 @@ def test_pope_questions_are_balanced_and_true() -> None:
         assert scenes[i].has(colour, shape) == (truth == "yes")
 
 
+@pytest.mark.parametrize("setting", llava.POPE_SETTINGS)
+def test_every_pope_setting_is_balanced_and_true(setting: str) -> None:
+    scenes = ShapesWorld(60, seed=3, split="test").scenes
+    counts = llava.object_counts(ShapesWorld(300, seed=5).scenes)
+    probes = llava.pope_questions(scenes, setting=setting, counts=counts)
+    assert sum(t == "yes" for _, _, t in probes) == sum(t == "no" for _, _, t in probes) == 60
+    for i, question, truth in probes:
+        colour, shape = question.removeprefix("Is there a ").removesuffix(" in the image?").split()
+        assert scenes[i].has(colour, shape) == (truth == "yes")
+
+
+def test_popular_negatives_are_the_most_frequent_absent_objects() -> None:
+    scenes = ShapesWorld(40, seed=3, split="test").scenes
+    counts = llava.object_counts(ShapesWorld(300, seed=5).scenes)
+    for i, question, truth in llava.pope_questions(scenes, setting="popular", counts=counts):
+        if truth == "no":
+            pair = tuple(question.removeprefix("Is there a ").removesuffix(" in the image?").split())
+            absent = [(c, s) for c, s in counts if not scenes[i].has(c, s)]
+            assert counts[pair] == max(counts[p] for p in absent)
+
+
+def test_adversarial_negatives_swap_the_attributes_in_the_picture() -> None:
+    scenes = [s for s in ShapesWorld(60, seed=3, split="test").scenes if len(s.objects) >= 2]
+    for i, question, truth in llava.pope_questions(scenes, setting="adversarial"):
+        if truth == "no":
+            colour, shape = question.removeprefix("Is there a ").removesuffix(" in the image?").split()
+            assert colour in {o.colour for o in scenes[i].objects} and shape in {o.shape for o in scenes[i].objects}
+
+
+def test_pope_settings_are_checked() -> None:
+    scenes = ShapesWorld(2, seed=3).scenes
+    with pytest.raises(ValueError, match="unknown POPE setting 'hard'"):
+        llava.pope_questions(scenes, setting="hard")
+    with pytest.raises(ValueError, match="needs the training scenes' object_counts"):
+        llava.pope_questions(scenes, setting="popular")
+
+
 def test_first_word() -> None:
     assert llava.first_word(" Yes, it is.") == "yes" and llava.first_word("") == ""
 

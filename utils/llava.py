@@ -20,6 +20,7 @@ Shapes ledger (see ``utils/__init__.py``): B batch, L tokens, N patches, D width
 from __future__ import annotations
 
 import random
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -360,19 +361,51 @@ def qa_accuracy(model: Any, processor: Any, scenes: Sequence[Scene], **kwargs: A
     return {k: sum(v) / len(v) for k, v in right.items()}
 
 
-def pope_questions(scenes: Sequence[Scene], per_scene: int = 2, seed: int = 0) -> list[tuple[int, str, str]]:
+POPE_SETTINGS = ("random", "popular", "adversarial")
+
+
+def object_counts(scenes: Sequence[Scene]) -> Counter:
+    """How often each (colour, shape) pair appears in ``scenes``: POPE's "popular" negatives are the
+    most frequent objects of the training data."""
+    return Counter((o.colour, o.shape) for s in scenes for o in s.objects)
+
+
+def _negatives(scene: Scene, setting: str, counts: Counter | None, rng: random.Random, k: int) -> list[tuple[str, str]]:
+    """The k absent (colour, shape) pairs a POPE setting asks about."""
+    absent = [(c, s) for c in COLOURS for s in SHAPES if not scene.has(c, s)]
+    if setting == "random":
+        return rng.sample(absent, k)
+    rng.shuffle(absent)  # ties broken at random
+    if setting == "popular":  # the most frequent objects of the training data first
+        return sorted(absent, key=lambda pair: -counts[pair])[:k]
+    # adversarial: ShapesWorld's co-occurring objects are the attributes already in the picture, so a
+    # colour seen on one object with a shape seen on another comes first (a binding swap), then
+    # pairs sharing a colour or a shape with an object, then the rest
+    colours, shapes = {o.colour for o in scene.objects}, {o.shape for o in scene.objects}
+    return sorted(absent, key=lambda pair: -((pair[0] in colours) + (pair[1] in shapes)))[:k]
+
+
+def pope_questions(scenes: Sequence[Scene], per_scene: int = 2, seed: int = 0, setting: str = "random",
+                   counts: Counter | None = None) -> list[tuple[int, str, str]]:
     """Balanced yes/no probes: per scene, ``per_scene // 2`` present and as many absent colour-shape pairs.
 
-    Returns ``(scene index, question, "yes" | "no")`` triples with POPE's wording,
-    "Is there a {colour} {shape} in the image?". Absent pairs are drawn at random.
+    Returns ``(scene index, question, "yes" | "no")`` triples with POPE's wording, "Is there a
+    {colour} {shape} in the image?". The absent pairs follow POPE's ``setting``: "random";
+    "popular" (the pairs most frequent in the training scenes, whose :func:`object_counts` must be
+    given); "adversarial" (the pairs made of attributes present in the picture, see :func:`_negatives`).
     """
+    if setting not in POPE_SETTINGS:
+        raise ValueError(f"unknown POPE setting {setting!r}; choose one of {', '.join(POPE_SETTINGS)}")
+    if setting == "popular" and not counts:
+        raise ValueError("the popular setting needs the training scenes' object_counts(...)")
     rng = random.Random(seed)
     out = []
     for i, scene in enumerate(scenes):
         present = [(o.colour, o.shape) for o in scene.objects]
-        absent = [(c, s) for c in COLOURS for s in SHAPES if not scene.has(c, s)]
         k = min(per_scene // 2, len(present))
-        for (c, s), truth in [(p, "yes") for p in rng.sample(present, k)] + [(a, "no") for a in rng.sample(absent, k)]:
+        chosen = rng.sample(present, k)
+        negatives = _negatives(scene, setting, counts, rng, k)
+        for (c, s), truth in [(p, "yes") for p in chosen] + [(a, "no") for a in negatives]:
             out.append((i, f"Is there a {c} {s} in the image?", truth))
     return out
 
@@ -404,9 +437,9 @@ def pope_scores(truth: Sequence[str], predicted: Sequence[str]) -> PopeScores:
 
 
 def pope(model: Any, processor: Any, scenes: Sequence[Scene], per_scene: int = 2, seed: int = 0,
-         **kwargs: Any) -> PopeScores:
+         setting: str = "random", counts: Counter | None = None, **kwargs: Any) -> PopeScores:
     """Ask the POPE probes of :func:`pope_questions` (with the short-answer suffix) and score them."""
-    probes = pope_questions(scenes, per_scene, seed)
+    probes = pope_questions(scenes, per_scene, seed, setting, counts)
     answers = answer_questions(model, processor, [scenes[i].render() for i, _, _ in probes],
                                [short_question(q) for _, q, _ in probes], **kwargs)
     return pope_scores([t for _, _, t in probes], answers)
