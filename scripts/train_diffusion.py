@@ -49,10 +49,7 @@ def vit_judge(images: torch.Tensor) -> tuple[list[str], torch.Tensor]:
 
     processor = ViTImageProcessor.from_pretrained(zoo.path("vit"))
     model = ViTForImageClassification.from_pretrained(zoo.path("vit")).eval()
-    pixels = processor(images=list(images.clamp(0, 1)), do_rescale=False, return_tensors="pt")["pixel_values"]
-    probabilities = model(pixel_values=pixels).logits.softmax(-1)  # (B, 15)
-    confidence, index = probabilities.max(-1)
-    return [model.config.id2label[int(i)] for i in index], confidence
+    return diffusion.vit_judge(model, processor, images)
 
 
 def train_ddpm(out: Path, steps: int, preview: Path | None = None) -> int:

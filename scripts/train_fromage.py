@@ -138,9 +138,7 @@ def step_loss(run: Run, rng: random.Random) -> dict[str, torch.Tensor]:
     # 3. captioning from the image's soft tokens, then [IMG0..3]
     pick = rng.sample(range(len(run.single)), n)
     captions = [run.single[i].caption for i in pick]
-    prompt = fromage.text_ids(lm, fromage.CAPTION_REQUEST, image=True, k=heads.config.prefix_tokens)
-    ids, labels = batch_ids(run, [prompt] * n, [fromage.answer_ids(lm, heads, text=c, img=True) for c in captions])
-    hidden, logits = fromage.run_lm(lm, heads, ids, mask(ids), run.single_embeds[pick])
+    hidden, ids, logits, labels = fromage.caption_forward(lm, heads, run.single_embeds[pick], captions)
     target = torch.stack([run.text_states[c] for c in captions])
     losses["caption_generation"] = F.mse_loss(fromage.conditioning(heads, hidden, ids), target) / run.state_var
     losses["lm_caption"] = tiny_lm.lm_loss(logits, labels)

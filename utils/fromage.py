@@ -21,7 +21,6 @@ r ``[IMG]`` tokens, S conditioning length and C conditioning width of the diffus
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -30,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from utils import zoo
 from utils.tiny_lm import BOS, EOS, IGNORE_INDEX
 
 RET = "[RET]"
@@ -102,25 +102,14 @@ class FromageHeads(nn.Module):
 
     def save_pretrained(self, folder: str | Path) -> None:
         """Write ``config.json`` and ``model.safetensors`` to ``folder`` (created if need be)."""
-        from safetensors.torch import save_file
-
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "config.json").write_text(json.dumps(asdict(self.config), indent=2) + "\n")
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(folder / "model.safetensors"))
+        zoo.save_module(folder, self, asdict(self.config))
 
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> "FromageHeads":
         """The heads saved in ``folder`` by :meth:`save_pretrained`, in evaluation mode."""
-        from safetensors.torch import load_file
-
-        folder = Path(folder)
-        missing = [n for n in ("config.json", "model.safetensors") if not (folder / n).is_file()]
-        if missing:
-            raise ValueError(f"{folder} holds no saved FromageHeads: {', '.join(missing)} missing "
-                             "(rebuild with `python scripts/train_fromage.py`)")
-        heads = cls(FromageConfig(**json.loads((folder / "config.json").read_text())))
-        heads.load_state_dict(load_file(str(folder / "model.safetensors")))
+        config, weights = zoo.load_module_files(folder, "FromageHeads", "python scripts/train_fromage.py")
+        heads = cls(FromageConfig(**config))
+        heads.load_state_dict(weights)
         return heads.eval()
 
 
@@ -337,6 +326,18 @@ def fit_threshold(scores: torch.Tensor, has_match: torch.Tensor) -> float:
     return float((candidates[best] + below) / 2)
 
 
+def caption_forward(lm: FrozenLM, heads: FromageHeads, embeds: torch.Tensor, captions: Sequence[str]
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The captioning example, teacher-forced: each embedding's soft tokens and the caption request,
+    answered with the caption and the ``[IMG]`` tokens. Returns hidden states (B, L, D), ids and
+    logits, and labels (the answer only)."""
+    prompt = text_ids(lm, CAPTION_REQUEST, image=True, k=heads.config.prefix_tokens)
+    ids = pad([prompt + answer_ids(lm, heads, text=c, img=True) for c in captions], lm.tokenizer.pad_token_id)
+    labels = labels_for(ids, [len(prompt)] * len(captions), lm.tokenizer.pad_token_id)
+    hidden, logits = run_lm(lm, heads, ids, (ids != lm.tokenizer.pad_token_id).long(), embeds)
+    return hidden, ids, logits, labels
+
+
 def train_input_map(lm: FrozenLM, heads: FromageHeads, embeds: torch.Tensor, captions: Sequence[str], *,
                     steps: int = 300, batch_size: int = 32, lr: float = 1e-3, seed: int = 0) -> FromageHeads:
     """A copy of ``heads`` whose image-in map is fine-tuned to caption ``embeds`` (n, E) of another
@@ -352,13 +353,9 @@ def train_input_map(lm: FrozenLM, heads: FromageHeads, embeds: torch.Tensor, cap
         p.requires_grad_(name.startswith("image_in."))
     optimizer = torch.optim.AdamW(tuned.image_in.parameters(), lr=lr, weight_decay=0.0)
     generator = torch.Generator().manual_seed(seed)
-    prompt = text_ids(lm, CAPTION_REQUEST, image=True, k=tuned.config.prefix_tokens)
     for _ in range(steps):
         pick = torch.randperm(len(captions), generator=generator)[:batch_size].tolist()
-        rows = [prompt + answer_ids(lm, tuned, text=captions[i], img=True) for i in pick]
-        ids = pad(rows, lm.tokenizer.pad_token_id)
-        labels = labels_for(ids, [len(prompt)] * len(pick), lm.tokenizer.pad_token_id)
-        _, logits = run_lm(lm, tuned, ids, (ids != lm.tokenizer.pad_token_id).long(), embeds[pick])
+        _, ids, logits, labels = caption_forward(lm, tuned, embeds[pick], [captions[i] for i in pick])
         loss = lm_loss(logits, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -33,7 +33,6 @@ T spectrogram frames (here T is time, not diffusion steps), and C = 2 channels (
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -200,28 +199,18 @@ class SoundEncoder(nn.Module):
 
     def save_pretrained(self, folder: str | Path) -> None:
         """Write ``config.json`` and ``model.safetensors`` to ``folder`` (created if need be)."""
-        from safetensors.torch import save_file
+        from utils import zoo
 
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        config = {"model_type": "shapesworld-sound-encoder", **asdict(self.config)}
-        (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(folder / "model.safetensors"))
+        zoo.save_module(folder, self, {"model_type": "shapesworld-sound-encoder", **asdict(self.config)})
 
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> "SoundEncoder":
         """The encoder saved in ``folder`` by :meth:`save_pretrained`, in eval mode."""
-        from safetensors.torch import load_file
+        from utils import zoo
 
-        folder = Path(folder)
-        missing = [n for n in ("config.json", "model.safetensors") if not (folder / n).is_file()]
-        if missing:
-            raise ValueError(f"{folder} is not a saved SoundEncoder: {', '.join(missing)} missing "
-                             "(rebuild with `python scripts/train_imagebind.py`)")
-        raw = json.loads((folder / "config.json").read_text())
-        config = SoundEncoderConfig(**{f.name: raw[f.name] for f in fields(SoundEncoderConfig) if f.name in raw})
-        model = cls(config)
-        model.load_state_dict(load_file(str(folder / "model.safetensors")))
+        raw, weights = zoo.load_module_files(folder, "SoundEncoder", "python scripts/train_imagebind.py")
+        model = cls(SoundEncoderConfig(**{f.name: raw[f.name] for f in fields(SoundEncoderConfig) if f.name in raw}))
+        model.load_state_dict(weights)
         return model.eval()
 
 

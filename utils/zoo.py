@@ -22,6 +22,7 @@ import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from utils import runtime
 
@@ -114,6 +115,33 @@ def compact_json(folder: Path | str, name: str = "tokenizer.json") -> None:
     file = Path(folder) / name
     data = json.loads(file.read_text(encoding="utf-8"))
     file.write_text(json.dumps(data, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
+
+
+def save_module(folder: Path | str, module: Any, config: dict[str, Any]) -> None:
+    """Save a course module that is not a transformers model (the chapter-6 heads, the sound encoder):
+    ``config.json`` (``config``) and ``model.safetensors`` (its weights), in ``folder``."""
+    import json
+
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(folder / "model.safetensors"))
+
+
+def load_module_files(folder: Path | str, what: str, rebuild: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The config and weights :func:`save_module` wrote, or a ValueError naming what is missing and the
+    command that rebuilds it."""
+    import json
+
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    missing = [n for n in ("config.json", "model.safetensors") if not (folder / n).is_file()]
+    if missing:
+        raise ValueError(f"{folder} is not a saved {what}: {', '.join(missing)} missing (rebuild with `{rebuild}`)")
+    return json.loads((folder / "config.json").read_text()), load_file(str(folder / "model.safetensors"))
 
 
 def own_size(folder: Path) -> int:
