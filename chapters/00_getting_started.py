@@ -120,7 +120,9 @@ for key, value in t4plan.ASSUMPTIONS.items():
 # tensor. "GPU time" estimates the notebook's calls of the real checkpoints from their FLOPs at 35%
 # of the T4's peak (and, for each generated token, one read of the weights); the small models a
 # chapter trains itself and the downloads come on top. Notebooks that put no model on the GPU
-# (chapter 1 runs ViT-B/16 on one photo, on the CPU) are left out. The one model
+# (chapter 1 runs ViT-B/16 on one photo, on the CPU) are left out. Chapter 7 evaluates BLIP-2 and
+# then LLaVA, freeing the first before loading the second, so its row counts the one that needs
+# more, not the two together (its download, 29 GB, is both). The one model
 # that needs care is LLaVA-1.5-7B: in float16 its weights alone would fill almost all of the T4,
 # so chapter 4 loads its language model in 4 bits (section 4.1 does the arithmetic).
 #
@@ -300,6 +302,7 @@ plt.show()
 # | 4 LLaVA | a projector and visual instruction tuning | image $\to$ text |
 # | 5 Diffusion | a generator that turns text into pixels | text $\to$ image |
 # | 6 Beyond text out | boxes as tokens, images out of an LLM, new modalities bound to images | image $\leftrightarrow$ text, any $\to$ any |
+# | 7 Evaluation | the benchmarks' scoring rules and the uncertainty of a score, applied to chapters 3 and 4's models | (measures the others) |
 #
 # ## Summary
 # - The course runs in **tiny** mode (offline, CPU, shipped checkpoints) or **full** mode (GPU,

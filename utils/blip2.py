@@ -250,7 +250,7 @@ def caption_score(truth: str, predicted: str) -> tuple[int, int]:
     return sum(a == b for a, b in zip(t, p)), max(len(t), len(p), 1)
 
 
-def _generate(model: Any, processor: Any, images: Sequence[Any], prompts: Sequence[str | None],
+def generate_text(model: Any, processor: Any, images: Sequence[Any], prompts: Sequence[str | None],
               max_new_tokens: int, batch_size: int = 64) -> list[str]:
     """Greedy answers for (image, prompt) pairs; prompts of equal token length share a batch.
 
@@ -287,7 +287,7 @@ def _generate(model: Any, processor: Any, images: Sequence[Any], prompts: Sequen
 
 def captions(model: Any, processor: Any, images: Sequence[Any], max_new_tokens: int = 24) -> list[str]:
     """Greedy captions: the image alone, then ``<s>``, as ``generate`` starts when there is no prompt."""
-    return _generate(model, processor, images, [None] * len(images), max_new_tokens)
+    return generate_text(model, processor, images, [None] * len(images), max_new_tokens)
 
 
 def answers(model: Any, processor: Any, images: Sequence[Any], questions: Sequence[str],
@@ -301,7 +301,7 @@ def answers(model: Any, processor: Any, images: Sequence[Any], questions: Sequen
         raise ValueError(f"{len(images)} images but {len(questions)} questions: pass one question per image "
                          "(repeat an image to ask it several questions)")
     prompts = [build_prompt([], q) for q in questions]  # refuses empty questions and the prompt's own markers
-    words = _generate(model, processor, images, prompts, max_new_tokens)
+    words = generate_text(model, processor, images, prompts, max_new_tokens)
     return [w.split()[0].strip(".,") if w.split() else "" for w in words]
 
 

@@ -157,6 +157,16 @@ def seed_everything(seed: int = 0) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
+def free_gpu_memory() -> None:
+    """After ``del model``: collect the model's tensors and hand the GPU memory they held back to the
+    driver, so the next model loads into the whole card (chapter 7 evaluates one model at a time)."""
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def _version(package: str) -> str:
     try:
         return metadata.version(package)

@@ -61,6 +61,10 @@ class Loading:
 # Models a notebook keeps on the CPU although LOADING puts them on the GPU (chapter 1 looks at one image).
 KEPT_ON_CPU: dict[str, tuple[str, ...]] = {"01_vit": ("vit",)}
 
+# Notebooks that free each model (del + torch.cuda.empty_cache) before loading the next: their peak is
+# the largest one model needs, not the sum (chapter 7 evaluates BLIP-2, then LLaVA).
+ONE_AT_A_TIME: frozenset[str] = frozenset({"07_evaluation"})
+
 LOADING: dict[str, Loading] = {
     "clip": Loading("cuda", torch.float16, via_host=True),
     "vit": Loading("cuda", torch.float16, via_host=True),  # chapter 5 judges samples with it on the GPU
@@ -423,7 +427,7 @@ def workload(file: Path | str = WORKLOAD_FILE) -> dict[str, list[dict[str, Any]]
 class ChapterPlan:
     chapter: str
     models: list[str]  # on the GPU
-    weights_gib: float  # on the GPU, as loaded
+    weights_gib: float  # on the GPU, as loaded (for a notebook in ONE_AT_A_TIME, the largest model's)
     largest_call: str
     peak_gpu_gib: float
     host_gib: float  # while loading
@@ -447,10 +451,16 @@ def chapter_plan(chapter: str, calls: list[dict[str, Any]]) -> ChapterPlan:
     loaded = sorted({c["model"] for c in calls if c["call"] == "load"} & set(LOADING))
     on_cpu = [m for m in loaded if LOADING[m].device == "cpu" or m in KEPT_ON_CPU.get(chapter, ())]
     on_gpu = [m for m in loaded if m not in on_cpu]
-    weights = sum(weight_bytes(m) for m in on_gpu)
     costs = [(call_cost(c, set(on_gpu)), c) for c in calls if c["call"] != "load"]
     costs = [(c, call) for c, call in costs if c.flops > 0]  # calls of models the plan counts (on the GPU)
-    largest, largest_call = max(costs, key=lambda pair: pair[0].gpu_bytes, default=(Cost(), None))
+    if chapter in ONE_AT_A_TIME and len(on_gpu) > 1:  # the peak of whichever model needs most, alone
+        weights, largest, largest_call = max(
+            ((weight_bytes(m), *max(((call_cost(call, {m}), call) for call in calls if call["call"] != "load"),
+                                    key=lambda pair: pair[0].gpu_bytes, default=(Cost(), None))) for m in on_gpu),
+            key=lambda triple: triple[0] + triple[1].gpu_bytes)
+    else:
+        weights = sum(weight_bytes(m) for m in on_gpu)
+        largest, largest_call = max(costs, key=lambda pair: pair[0].gpu_bytes, default=(Cost(), None))
     host = ASSUMPTIONS["host_baseline_gib"] * GiB + sum(weight_bytes(m) * 2 for m in on_cpu)  # float32 on the CPU
     loading_peaks = [weight_bytes(m) + largest_tensor_bytes(m) if LOADING[m].via_host else largest_tensor_bytes(m)
                      for m in on_gpu]

@@ -10,7 +10,7 @@ it in, followed by a call such as ``checks.check_patchify(patchify)``. The check
 and returns a :class:`Verdict`, so the chapter runs top to bottom (and under nbval) with the
 stub still in place. Chapter-specific checkers build on :func:`run_check` and :func:`expect`.
 
-The checkers live one module per chapter (``ch0`` ... ``ch6``) on the machinery of ``core``;
+The checkers live one module per chapter (``ch0`` ... ``ch7``) on the machinery of ``core``;
 every checker is importable from ``utils.checks`` itself.
 """
 
@@ -38,4 +38,7 @@ from utils.checks.ch5 import (
 )
 from utils.checks.ch6 import (
     check_loc_tokens, check_prefix_lm_mask, check_iou, check_min_bins, check_caption_recall,
+)
+from utils.checks.ch7 import (
+    check_vqa_accuracy, check_read_option, check_circular_accuracy, check_bootstrap_ci, check_separated_share,
 )
