@@ -506,6 +506,22 @@ for reply in ["8 6\nAssistant 1 is more detailed.", "Assistant 1: 9, Assistant 2
 # An unparsable reply must be counted and reported, not silently dropped (LLaVA's own script scores
 # it -1 for both, which drags the means down).
 #
+# MM-Vet's judge sees no reference paragraph, only a short ground truth, and replies with one
+# number between 0 and 1; its few-shot examples show partial credit (an answer naming one of two
+# required values gets 0.5). The request for one of our VQA questions, and the parser:
+
+# %%
+item = vqa_items["vqa-0-colour"]
+print(judge.mmvet_messages(item.question, canonical(item), "It looks yellow to me.")[1]["content"])
+for reply in ["1.0", "0.5 (partly right)", "Score: 0.8", "7", "correct"]:
+    print(f"{reply!r:22} -> {judge.parse_score(reply)}")
+
+# %% [markdown]
+# Ours takes the first number in the reply, so "Score: 0.8" parses; MM-Vet's script takes the
+# reply's first word, fails on it and asks the judge again (up to five times, then scores 0). "7"
+# is refused as out of range rather than read as 0.7. A parser decides what a judge's slip costs,
+# so it must be written and tested as carefully as the judge prompt.
+#
 # Offline there is no GPT-4, so the course's judge is rule-based, built on chapter 4's fact
 # checker: it grades an answer $1 + 9 \times$ (share of the scene's objects the answer names by
 # colour and shape) $\times$ (share of its checked claims that are true). It sees what a text-only

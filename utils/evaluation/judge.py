@@ -77,7 +77,8 @@ def parse_pair(reply: str, low: float = 1, high: float = 10) -> tuple[float, flo
 
 
 def parse_score(reply: str) -> float | None:
-    """MM-Vet's score: the first number of the reply, if it lies in [0, 1]."""
+    """MM-Vet's score: the first number of the reply, if it lies in [0, 1]. (MM-Vet's own script reads
+    the reply's first word only, and asks again when that is not a number.)"""
     m = re.search(_NUMBER, reply if isinstance(reply, str) else "")
     return float(m.group(1)) if m and 0 <= float(m.group(1)) <= 1 else None
 
