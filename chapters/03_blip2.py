@@ -634,8 +634,10 @@ if runtime.MODE == "tiny":  # (an experiment on the tiny model; full mode skips 
 # something it was built for.)
 #
 # The widget is a thin shell over the same `respond`: an image, a transcript, a text box, **Send**
-# and **Reset**. In a live notebook type into the box; here the cell drives it through its
-# buttons, so that the transcript appears on this page.
+# and **Reset**. In a live notebook, type into the box and press Enter (or Send); while the model
+# answers, the box and the buttons are disabled and Send reads "Thinking...", and an error shows
+# in the transcript. Here the cell drives it through its buttons, so that the transcript appears
+# on this page.
 
 # %%
 widget = chat.ChatWidget(bot)

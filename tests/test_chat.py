@@ -228,6 +228,41 @@ def test_widget_shows_errors_and_escapes_html() -> None:
         ChatWidget(42)
 
 
+def test_enter_in_the_text_box_sends() -> None:
+    responder = FakeResponder()
+    widget = ChatWidget(responder)
+    widget.text.value = "What shape is it?"
+    widget.text._handle_custom_msg({"event": "submit"}, [])  # what the front end sends on Enter
+    assert widget.history == [("What shape is it?", "answer 1")] and widget.text.value == ""
+    widget.text._handle_custom_msg({"event": "other"}, [])
+    assert len(responder.calls) == 1
+
+
+def test_the_widget_shows_it_is_thinking_while_the_model_answers() -> None:
+    seen = []
+
+    def respond(history, question):
+        seen.append((widget.send_button.description, widget.send_button.disabled, widget.text.disabled,
+                     widget.lines[-1]))
+        return "red"
+
+    widget = ChatWidget(respond)
+    ask(widget, "What colour?")
+    assert seen == [("Thinking...", True, True, "<i>thinking...</i>")]
+    assert widget.send_button.description == "Send" and not widget.send_button.disabled and not widget.text.disabled
+    assert "thinking" not in widget.transcript.value
+
+
+def test_any_error_is_shown_in_the_transcript_and_the_widget_recovers() -> None:
+    def respond(history, question):
+        raise RuntimeError("CUDA out of memory")
+
+    widget = ChatWidget(respond)
+    ask(widget, "What colour?")
+    assert "RuntimeError: CUDA out of memory" in widget.transcript.value and "thinking" not in widget.transcript.value
+    assert isinstance(widget.last_error, RuntimeError) and not widget.send_button.disabled and widget.history == []
+
+
 def test_widget_over_the_real_responder(chat) -> None:
     chat, spy = chat
     widget = ChatWidget(chat)

@@ -191,6 +191,11 @@ class ChatWidget:
     (or a plain function of that signature); if it has ``last_dropped``, the transcript notes when
     older turns no longer fit. ``image`` defaults to the responder's ``image``. The widget keeps
     the whole ``history``; the responder decides how much of it reaches the model.
+
+    Enter in the text box sends, as the Send button does. While the model answers, the box and
+    the buttons are disabled and the Send button reads "Thinking..."; an error, whatever its type,
+    is shown in the transcript (and kept in :attr:`last_error`) instead of vanishing into the
+    widget log.
     """
 
     def __init__(self, responder: Any, image: Any | None = None, image_width: int = 256) -> None:
@@ -202,6 +207,7 @@ class ChatWidget:
             raise TypeError("responder must have a respond(history, question) method or be such a function")
         self.history: list[tuple[str, str]] = []
         self.lines: list[str] = []  # transcript lines, HTML-escaped
+        self.last_error: BaseException | None = None
         image = image if image is not None else getattr(responder, "image", None)
         self.image = (widgets.Image(value=_png_bytes(image), format="png", width=image_width)
                       if image is not None else None)
@@ -211,6 +217,9 @@ class ChatWidget:
         self.reset_button = widgets.Button(description="Reset")
         self.send_button.on_click(lambda _: self.send())
         self.reset_button.on_click(lambda _: self.reset())
+        # Enter: the text box's front end sends a "submit" message (Text.on_submit is deprecated,
+        # so the message is read directly; the box's value is already up to date when it arrives)
+        self.text.on_msg(lambda _, content, buffers: self.send() if content.get("event") == "submit" else None)
         controls = widgets.VBox([self.transcript, widgets.HBox([self.text, self.send_button, self.reset_button])])
         self.widget = widgets.HBox([self.image, controls] if self.image is not None else [controls])
 
@@ -228,11 +237,19 @@ class ChatWidget:
             self._show(f"<i>{html.escape(EMPTY_QUESTION_REPLY)}</i>")
             return
         self._show(f"<b>You:</b> {html.escape(message.strip())}")
+        self._thinking(True)
         try:
             answer = self._respond(list(self.history), message)
-        except ValueError as error:  # e.g. a question too long for the context
-            self._show(f"<i>{html.escape(str(error))}</i>")
+        except Exception as error:  # shown in the transcript, not lost in the widget log
+            self._thinking(False)
+            self.last_error = error
+            if isinstance(error, ValueError):  # e.g. a question too long for the context: the message says what to do
+                self._show(f"<i>{html.escape(str(error))}</i>")
+            else:
+                self._show(f"<i>The model failed to answer ({html.escape(type(error).__name__)}: "
+                           f"{html.escape(str(error))}). Try again, or Reset.</i>")
             return
+        self._thinking(False)
         dropped = getattr(self.responder, "last_dropped", 0)
         if dropped:
             turns, were = ("turn", "was") if dropped == 1 else ("turns", "were")
@@ -241,6 +258,16 @@ class ChatWidget:
         if answer:  # an empty answer cannot be written back into a prompt
             self.history.append((message.strip(), answer))
             del self.history[:-MAX_WIDGET_TURNS]  # bounded memory: older turns could never reach the model
+
+    def _thinking(self, busy: bool) -> None:
+        """While the model answers: a "thinking" line, the box and the buttons disabled."""
+        if busy:
+            self._show("<i>thinking...</i>")
+        elif self.lines and self.lines[-1] == "<i>thinking...</i>":  # (it is always the last line here)
+            self.lines.pop()
+            self.transcript.value = "<br>".join(self.lines)
+        self.text.disabled = self.send_button.disabled = self.reset_button.disabled = busy
+        self.send_button.description = "Thinking..." if busy else "Send"
 
     def reset(self) -> None:
         """Forget the conversation: empty history and transcript."""
