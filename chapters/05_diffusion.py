@@ -70,7 +70,7 @@ from utils import claims, diffusion, images, plotting, runtime, zoo  # first: ru
 from utils.diffusion import NoiseSchedule
 from utils.shapes import COLOURS, SHAPES, ShapesWorld
 
-from diffusers import DDPMPipeline, DDPMScheduler, StableDiffusionPipeline  # noqa: E402
+from diffusers import DDIMPipeline, DDIMScheduler, DDPMPipeline, DDPMScheduler, StableDiffusionPipeline  # noqa: E402
 
 runtime.seed_everything(0)
 torch.set_printoptions(precision=4, sci_mode=False)
@@ -338,8 +338,10 @@ print(f"generated points near the moons: {near_data(generated):.1%}; fresh true 
 # %% [markdown]
 # ### Images: a UNet on ShapesWorld
 # For images the denoiser is a **UNet**: convolutions that halve the resolution on the way down,
-# double it on the way up, and skip connections that carry the fine detail across. The step $t$
-# enters through a sinusoidal embedding added inside every residual block. diffusers'
+# double it on the way up, and skip connections that carry the fine detail across; at the lowest
+# resolution, self-attention lets every position see every other. The step $t$ enters through a
+# sinusoidal embedding (chapter 1's position embedding, applied to $t$), passed through a small MLP
+# and added inside every residual block. diffusers'
 # `UNet2DModel` is exactly this; a tiny one (`diffusion.tiny_unet`) for $32 \times 32$ ShapesWorld
 # scenes, trained here for a few dozen steps to show the loop runs:
 
@@ -375,6 +377,10 @@ ddpm.set_progress_bar_config(disable=runtime.MODE == "tiny")  # bars on Colab, w
 print(f"{type(ddpm.unet).__name__}: {sum(p.numel() for p in ddpm.unet.parameters()):,} parameters, "
       f"{ddpm.unet.config.sample_size} x {ddpm.unet.config.sample_size} pixels; scheduler {type(ddpm.scheduler).__name__} "
       f"with T = {ddpm.scheduler.config.num_train_timesteps}")
+config = ddpm.unet.config
+print(f"down path: {' -> '.join(f'{b}({c})' for b, c in zip(config.down_block_types, config.block_out_channels))}; "
+      f"up path: {' -> '.join(config.up_block_types)}; time embedding: sinusoidal, {config.block_out_channels[0]} "
+      f"frequencies, then an MLP to width {4 * config.block_out_channels[0]}")
 samples = ddpm(batch_size=16, num_inference_steps=250, generator=torch.Generator().manual_seed(7), output_type="pt").images
 fig = plotting.show_images([np.asarray(s.permute(1, 2, 0).float().cpu()) for s in samples], columns=8, size=1.3,
                            title="Samples from the shipped DDPM")
@@ -397,17 +403,9 @@ vit_processor = ViTImageProcessor.from_pretrained(zoo.path("vit"))
 vit = ViTForImageClassification.from_pretrained(zoo.path("vit"), dtype=dtype).to(runtime.DEVICE).eval()
 
 
-@torch.no_grad()
-def judge(pictures: torch.Tensor, batch_size: int = 64) -> tuple[list[str], torch.Tensor]:
-    """The ViT's label and confidence for each image (B, 3, H, W) in [0, 1]."""
-    labels, confidences = [], []
-    for start in range(0, len(pictures), batch_size):
-        chunk = list(pictures[start:start + batch_size].float().cpu())
-        pixels = vit_processor(images=chunk, do_rescale=False, return_tensors="pt")["pixel_values"]
-        confidence, index = vit(pixel_values=pixels.to(runtime.DEVICE, dtype)).logits.float().softmax(-1).max(-1)
-        labels += [vit.config.id2label[int(i)] for i in index]
-        confidences.append(confidence.cpu())
-    return labels, torch.cat(confidences)
+def judge(pictures: torch.Tensor) -> tuple[list[str], torch.Tensor]:
+    """The ViT's label and confidence for each image (B, 3, H, W) in [0, 1] (`diffusion.vit_judge`)."""
+    return diffusion.vit_judge(vit, vit_processor, pictures)
 
 
 labels, confidence = judge(samples)
@@ -420,6 +418,98 @@ print(f"named with >= 90% confidence: {sure:.0%} of 16 samples, {real_sure:.0%} 
 print("the ViT's names for the first eight samples:", ", ".join(labels[:8]))
 
 # %% [markdown]
+# ### Fewer steps: DDIM
+#
+# Sampling took 250 network calls for 16 small images. DDIM (Song, Meng and Ermon, 2020) needs
+# far fewer, with the *same trained network*. The DDPM loss only ever looks at the marginals
+# $q(x_t \mid x_0) = \mathcal{N}(\sqrt{\bar\alpha_t}\, x_0, (1 - \bar\alpha_t) I)$, and many forward
+# processes share those marginals; DDIM picks a family whose reverse step can jump from $t$ to
+# any earlier $s$:
+#
+# $$\hat x_0 = \frac{x_t - \sqrt{1 - \bar\alpha_t}\, \epsilon_\theta(x_t, t)}{\sqrt{\bar\alpha_t}}, \qquad
+# x_s = \sqrt{\bar\alpha_s}\, \hat x_0 + \sqrt{1 - \bar\alpha_s - \sigma^2}\, \epsilon_\theta(x_t, t) + \sigma z,$$
+#
+# $$\sigma = \eta \sqrt{\frac{1 - \bar\alpha_s}{1 - \bar\alpha_t}} \sqrt{1 - \frac{\bar\alpha_t}{\bar\alpha_s}}.$$
+#
+# Read it as: predict the clean image, then noise it again to level $s$, re-using the predicted
+# noise as the direction back to $x_t$ (plus fresh noise of size $\sigma$). With $\eta = 0$ the
+# sampler is deterministic, a map from $x_T$ to $x_0$; with $\eta = 1$ and $s = t - 1$ it is exactly
+# DDPM's reverse step. `diffusion.ddim_step` is the formula; one step on the shipped model equals
+# diffusers' `DDIMScheduler.step`, and with $\eta = 1$ and $s = t - 1$ it equals our `p_step` (when
+# neither clips $\hat x_0$ to $[-1, 1]$: after clipping, DDPM's posterior mean uses the clipped
+# estimate, while DDIM keeps the network's noise estimate as its direction):
+
+# %%
+ddim_scheduler = DDIMScheduler.from_config(ddpm.scheduler.config)  # same betas, same network
+ddim_scheduler.set_timesteps(50)
+print(f"50 DDIM steps visit t = {[int(t) for t in ddim_scheduler.timesteps[:4]]} ... "
+      f"{[int(t) for t in ddim_scheduler.timesteps[-2:]]}, every {1000 // 50}th step")
+x_t = torch.randn((4, 3, 32, 32), generator=torch.Generator().manual_seed(5)).to(runtime.DEVICE, dtype)
+t, t_prev = int(ddim_scheduler.timesteps[10]), int(ddim_scheduler.timesteps[11])
+with torch.no_grad():
+    eps = ddpm.unet(x_t, t).sample
+linear = NoiseSchedule.linear(1000)
+ours = diffusion.ddim_step(linear, eps.double(), t, t_prev, x_t.double())
+theirs = ddim_scheduler.step(eps, t, x_t).prev_sample
+claims.close(f"ddim_step vs DDIMScheduler.step at t = {t}", ours, theirs.double(), atol=claims.rounding(dtype) * 10)
+print(f"t = {t} -> {t_prev}: ddim_step and DDIMScheduler.step agree to within {claims.rounding(dtype) * 10:.0e}")
+z = torch.randn(x_t.shape, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+as_ddpm = diffusion.ddim_step(linear, eps.double(), t, t - 1, x_t.double(), eta=1.0, noise=z, clip_x0=None)
+claims.close("DDIM with eta = 1 and s = t - 1 vs DDPM's p_step", as_ddpm,
+             linear.p_step(eps.double(), t, x_t.double(), noise=z, clip_x0=None), atol=1e-12)
+print(f"eta = 1, t = {t} -> {t - 1}: DDIM's step equals DDPM's p_step to within 1e-12")
+
+# %% [markdown]
+# How many steps does it need? The same 64 starting noises, sampled with DDIM in 10 and 50 steps
+# and with DDPM's stochastic sampler in 50, each judged by the tiny ViT as above:
+
+# %% tags=["nbval-ignore-output"]
+n_judged = 64 if runtime.MODE == "tiny" else 16
+runs = {"DDIM, 10 steps": (DDIMPipeline(unet=ddpm.unet, scheduler=ddim_scheduler), 10),
+        "DDIM, 50 steps": (DDIMPipeline(unet=ddpm.unet, scheduler=ddim_scheduler), 50),
+        "DDPM, 50 steps": (ddpm, 50)}
+sure_by_sampler, rows = {}, []
+for name, (sampler, steps) in runs.items():
+    sampler.set_progress_bar_config(disable=runtime.MODE == "tiny")
+    start = time.perf_counter()
+    pictures = sampler(batch_size=n_judged, num_inference_steps=steps, generator=torch.Generator().manual_seed(7),
+                       output_type="np").images
+    pictures = torch.from_numpy(pictures).permute(0, 3, 1, 2)  # (N, 3, 32, 32) in [0, 1]
+    _, confidence = judge(pictures)
+    sure_by_sampler[name] = (confidence >= 0.9).float().mean().item()
+    rows.append(pictures[:8])
+    print(f"{name}: named with >= 90% confidence {sure_by_sampler[name]:.0%} of {n_judged} "
+          f"({time.perf_counter() - start:.1f} s)")
+fig = plotting.show_images([np.asarray(p.permute(1, 2, 0)) for row in rows for p in row], columns=8, size=1.2,
+                           title="rows: DDIM 10 steps, DDIM 50 steps, DDPM 50 steps (same starting noise)")
+if runtime.MODE == "tiny":
+    claims.at_least("DDIM with 10 steps: the share named confidently", sure_by_sampler["DDIM, 10 steps"], 0.15)
+    claims.at_most("the largest difference between the three samplers' shares",
+                   max(sure_by_sampler.values()) - min(sure_by_sampler.values()), 0.2)
+
+# %% [markdown]
+# By the ViT's count, ten DDIM steps do about as well as fifty, and both about as well as DDPM's
+# stochastic sampler at fifty: the three shares lie within the sampling noise of 64 judged images
+# (about 6 points either way). The rows show what the count hides. DDIM's pictures keep a fine
+# grain: with $\eta = 0$ no noise is added after $x_T$, but none is averaged away either, and in
+# this briefly trained model the network's noise estimate at the last, finest steps is imprecise,
+# so what it gets wrong stays in the picture. DDPM's fresh noise and posterior mean smooth the
+# grain out, and leave the tinted backgrounds seen earlier. Some starting noises keep their object's
+# place and colour from 10 to 50 DDIM steps (the first column), others do not: ten steps follow the
+# deterministic path coarsely. The DDIM paper's finding, that $\eta = 0$ beats $\eta = 1$ by a wide
+# margin at few steps, is measured with FID on well-trained models. Stable Diffusion's pipeline uses yet
+# another sampler, **PNDM** (pseudo-numerical methods, Liu et al. 2022), which treats the same
+# deterministic path as an ordinary differential equation and takes multi-step (Adams-Bashforth-
+# like) steps, reusing the noise predictions of the last few steps; 50 steps are its usual setting.
+# And its betas follow the `scaled_linear` schedule, $\beta_t$ whose square root rises linearly from
+# $\sqrt{0.00085}$ to $\sqrt{0.012}$ (`NoiseSchedule.scaled_linear`), gentler than DDPM's, chosen
+# for $64 \times 64$ latents rather than pixels.
+#
+# One more variant, in one paragraph: DDPM fixes the reverse variance to $\beta_t$ or
+# $\tilde\beta_t$; Nichol and Dhariwal (2021) let the network also predict it, as an
+# interpolation between the two, trained with the variational bound. That "learned variance" makes
+# good samples possible in fewer DDPM steps; diffusers calls it `variance_type="learned_range"`.
+#
 # ## 5.6 Latent diffusion
 #
 # A UNet's cost grows with the number of pixels it processes, at every one of hundreds of
@@ -441,6 +531,8 @@ pipe.set_progress_bar_config(disable=runtime.MODE == "tiny")  # bars on Colab, w
 for name in ("vae", "unet", "text_encoder"):
     part = getattr(pipe, name)
     print(f"{name:12s} {type(part).__name__:22s} {sum(p.numel() for p in part.parameters()):>13,} parameters")
+print(f"{'scheduler':12s} {type(pipe.scheduler).__name__:22s} betas {pipe.scheduler.config.beta_schedule} from "
+      f"{pipe.scheduler.config.beta_start} to {pipe.scheduler.config.beta_end} (section 5.5's PNDM and schedule)")
 n_parameters = sum(p.numel() for name in ("vae", "unet", "text_encoder") for p in getattr(pipe, name).parameters())
 print(f"in all {n_parameters:,} parameters: {n_parameters * dtype.itemsize / 2**30:.2f} GiB of weights in {dtype} "
       f"(a Colab T4 has 15 GB)")
@@ -465,6 +557,40 @@ fig = plotting.show_images([diffusion.to_pil(i) for i in torch.cat([x, restored]
 # The decoded scenes keep their shapes and colours (edges a little softer), and their backgrounds
 # are clean: the decoder learned that flat off-white from every training image, so the diffusion
 # model in latent space no longer has to get each background pixel right.
+#
+# The VAE is *variational*: its encoder does not return one latent but a Gaussian,
+# $q(z \mid x) = \mathcal{N}(\mu(x), \operatorname{diag}\sigma^2(x))$, and training decodes a sample
+# $z = \mu + \sigma \odot \epsilon$, $\epsilon \sim \mathcal{N}(0, I)$ (the *reparameterisation*, which
+# lets gradients flow through the sampling into $\mu$ and $\sigma$). The loss adds to the
+# reconstruction error a KL term, $\mathrm{KL}(q(z \mid x) \,\|\, \mathcal{N}(0, I)) =
+# \tfrac12 \sum (\mu^2 + \sigma^2 - 1 - \log \sigma^2)$, that keeps the latents near a standard
+# Gaussian: a lower bound on the data's likelihood, the "variational" bound that names the model.
+# Stable Diffusion weights that term very lightly, so its latents are not unit-variance, and it
+# multiplies them by a **scaling factor**, 0.18215, before diffusion, whose schedules assume
+# unit-variance data. The factor is one over the latents' standard deviation; the tiny VAE's was
+# computed that way when it was trained. On held-out scenes:
+
+# %% tags=["nbval-ignore-output"]
+held_out = ShapesWorld(256, seed=9, split="test", max_objects=1, image_size=32)
+with torch.no_grad():
+    posterior = pipe.vae.encode((held_out.images() * 2 - 1).to(runtime.DEVICE, dtype)).latent_dist
+    latents = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=torch.Generator().manual_seed(0)
+                                                          ).to(runtime.DEVICE, dtype)  # z = mu + sigma * eps
+std = latents.float().std().item()
+print(f"256 held-out scenes: latents' standard deviation {std:.3f}, so 1 / std = {1 / std:.3f}; "
+      f"the VAE's scaling_factor: {pipe.vae.config.scaling_factor} (Stable Diffusion v1.5's: 0.18215)")
+print(f"the encoder's sigma is {posterior.std.float().mean().item():.2f} on average, against latents spread over {std:.2f}")
+if runtime.MODE == "tiny":
+    claims.between("1 / std over the VAE's scaling factor", (1 / std) / pipe.vae.config.scaling_factor, 0.9, 1.1)
+
+# %% [markdown]
+# The tiny VAE's latents happen to come out with a standard deviation close to 1, so its factor is
+# close to 1 (within a tenth of the value stored when it was trained, on other scenes). Its KL
+# weight, $10^{-6}$ (`diffusion.train_vae`), is as light as Stable Diffusion's, so nothing forced
+# that: the scale of a lightly regularised VAE's latents is whatever its encoder learned, which is
+# exactly why the factor is measured rather than assumed. Its encoder's $\sigma$ is not small
+# against that spread, so a sampled latent differs visibly from the mean; the encode-decode cell
+# above used the mean, as pipelines do when they encode an image to edit it.
 #
 # What does this save? The UNet's work is proportional to the number of positions its
 # convolutions visit, height times width, so compare those too. For our numbers and for Stable
@@ -576,7 +702,12 @@ fig = plotting.show_images([picture], ["generated"], columns=1, size=3.0)
 #   trains $\epsilon_\theta$ with a plain mean-squared error and samples by stepping from $x_T$ to $x_0$.
 # - Our step equals `DDPMScheduler.step`; the same loop trains points in the plane in seconds and
 #   ShapesWorld images in minutes.
-# - Latent diffusion runs the process on a VAE's latents: 48x fewer numbers for Stable Diffusion.
+# - DDIM re-uses the trained network with a reverse step that jumps from $t$ to any earlier $s$
+#   (deterministic at $\eta = 0$, DDPM's step at $\eta = 1$ and $s = t - 1$): ten steps instead of
+#   hundreds. Stable Diffusion's PNDM sampler follows the same path with multi-step updates.
+# - Latent diffusion runs the process on a VAE's latents (a Gaussian encoder, sampled by
+#   reparameterisation, regularised by a KL term, scaled to unit variance): 48x fewer numbers for
+#   Stable Diffusion.
 # - Text enters through cross-attention on CLIP's token states; classifier-free guidance
 #   extrapolates from the unconditional to the conditional noise estimate.
 #
@@ -591,6 +722,7 @@ fig = plotting.show_images([picture], ["generated"], columns=1, size=3.0)
 # - J. Ho, A. Jain, P. Abbeel, *Denoising Diffusion Probabilistic Models* (DDPM), 2020, [arXiv:2006.11239](https://arxiv.org/abs/2006.11239).
 # - A. Nichol, P. Dhariwal, *Improved Denoising Diffusion Probabilistic Models* (cosine schedule), 2021, [arXiv:2102.09672](https://arxiv.org/abs/2102.09672).
 # - J. Song, C. Meng, S. Ermon, *Denoising Diffusion Implicit Models* (DDIM), 2020, [arXiv:2010.02502](https://arxiv.org/abs/2010.02502).
+# - L. Liu, Y. Ren, Z. Lin, Z. Zhao, *Pseudo Numerical Methods for Diffusion Models on Manifolds* (PNDM), 2022, [arXiv:2202.09778](https://arxiv.org/abs/2202.09778).
 # - R. Rombach et al., *High-Resolution Image Synthesis with Latent Diffusion Models* (Stable Diffusion), 2021, [arXiv:2112.10752](https://arxiv.org/abs/2112.10752).
 # - J. Ho, T. Salimans, *Classifier-Free Diffusion Guidance*, 2022, [arXiv:2207.12598](https://arxiv.org/abs/2207.12598).
 # - D. P. Kingma, M. Welling, *Auto-Encoding Variational Bayes* (the VAE), 2013, [arXiv:1312.6114](https://arxiv.org/abs/1312.6114).

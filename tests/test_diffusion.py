@@ -6,6 +6,7 @@ import pytest
 import torch
 from diffusers import DDPMScheduler
 
+from utils import diffusion
 from utils.diffusion import NoiseSchedule, sample
 
 
@@ -168,3 +169,33 @@ def test_to_pil_rejects_batches() -> None:
     assert to_pil(torch.zeros(3, 4, 5)).size == (5, 4)
     with pytest.raises(ValueError, match="one RGB image"):
         to_pil(torch.zeros(2, 3, 4, 4))
+
+
+# --- DDIM ---------------------------------------------------------------------------------------
+def test_ddim_step_equals_diffusers_ddim_scheduler() -> None:
+    from diffusers import DDIMScheduler
+
+    schedule = diffusion.NoiseSchedule.linear(1000)
+    scheduler = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02)
+    scheduler.set_timesteps(50)
+    assert [int(t) for t in scheduler.timesteps] == diffusion.ddim_timesteps(1000, 50)
+    g = torch.Generator().manual_seed(0)
+    x_t, eps, z = (torch.randn(2, 3, 8, 8, generator=g, dtype=torch.float64) for _ in range(3))
+    for t, eta in [(980, 0.0), (500, 0.0), (0, 0.0), (500, 1.0)]:
+        ours = diffusion.ddim_step(schedule, eps, t, max(t - 20, -1), x_t, eta=eta, noise=z)
+        theirs = scheduler.step(eps, t, x_t, eta=eta, variance_noise=z if eta else None).prev_sample
+        torch.testing.assert_close(ours, theirs.to(torch.float64), rtol=1e-4, atol=1e-5)  # diffusers keeps its tables in float32
+
+
+def test_ddim_with_eta_1_and_unit_strides_is_ddpms_reverse_step() -> None:
+    schedule = diffusion.NoiseSchedule.linear(100)
+    g = torch.Generator().manual_seed(1)
+    x_t, eps, z = (torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float64) for _ in range(3))
+    for t in (50, 1):
+        ddim = diffusion.ddim_step(schedule, eps, t, t - 1, x_t, eta=1.0, noise=z, clip_x0=None)
+        ddpm = schedule.p_step(eps, t, x_t, noise=z, clip_x0=None)
+        torch.testing.assert_close(ddim, ddpm)
+    with pytest.raises(ValueError, match="t_prev < t"):
+        diffusion.ddim_step(schedule, eps, 10, 10, x_t)
+    with pytest.raises(ValueError, match="steps must lie"):
+        diffusion.ddim_timesteps(100, 0)

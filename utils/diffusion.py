@@ -154,6 +154,53 @@ class NoiseSchedule:
         return mean + torch.sqrt(variance) * noise  # 3.
 
 
+def ddim_step(schedule: NoiseSchedule, eps_theta: torch.Tensor, t: int, t_prev: int, x_t: torch.Tensor,
+              eta: float = 0.0, noise: torch.Tensor | None = None, clip_x0: float | None = 1.0) -> torch.Tensor:
+    """One DDIM step x_t -> x_{t_prev} (Song et al., arXiv:2010.02502, eq. 12), any t_prev < t:
+
+        x0_hat   = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t)                      (a = alpha_bar)
+        sigma    = eta sqrt((1 - a_prev) / (1 - a_t)) sqrt(1 - a_t / a_prev)   (eq. 16)
+        x_prev   = sqrt(a_prev) x0_hat + sqrt(1 - a_prev - sigma^2) eps + sigma z
+
+    eta = 0 is deterministic (DDIM proper); eta = 1 with t_prev = t - 1 is DDPM's reverse step.
+    ``t_prev = -1`` means the clean end, where a_prev = 1. This is DDIMScheduler.step with its
+    defaults (clip_sample=True, set_alpha_to_one=True).
+    """
+    if not -1 <= t_prev < t < schedule.T:
+        raise ValueError(f"need -1 <= t_prev < t < T = {schedule.T}, got t = {t}, t_prev = {t_prev}")
+    a_t = schedule.alpha_bars[t]
+    a_prev = schedule.alpha_bars[t_prev] if t_prev >= 0 else torch.tensor(1.0, dtype=torch.float64)
+    x0 = (x_t - torch.sqrt(1 - a_t).to(x_t.dtype) * eps_theta) / torch.sqrt(a_t).to(x_t.dtype)
+    if clip_x0 is not None:
+        x0 = x0.clamp(-clip_x0, clip_x0)
+    sigma = eta * torch.sqrt((1 - a_prev) / (1 - a_t)) * torch.sqrt(1 - a_t / a_prev)
+    x_prev = torch.sqrt(a_prev).to(x_t.dtype) * x0 + torch.sqrt(1 - a_prev - sigma**2).to(x_t.dtype) * eps_theta
+    if eta > 0:
+        noise = torch.randn_like(x_t) if noise is None else noise
+        x_prev = x_prev + sigma.to(x_t.dtype) * noise
+    return x_prev
+
+
+def ddim_timesteps(T: int, steps: int) -> list[int]:
+    """The timesteps a DDIM sampler visits, largest first: every T // steps-th, from 0 (diffusers' "leading")."""
+    if not 1 <= steps <= T:
+        raise ValueError(f"steps must lie between 1 and T = {T}, got {steps}")
+    return [k * (T // steps) for k in range(steps)][::-1]
+
+
+@torch.no_grad()
+def ddim_sample(eps_model, schedule: NoiseSchedule, shape: tuple[int, ...], steps: int,
+                generator: torch.Generator | None = None, eta: float = 0.0, clip_x0: float | None = 1.0) -> torch.Tensor:
+    """Sample with ``steps`` DDIM steps instead of T DDPM steps (eta = 0: no noise after x_T)."""
+    x = torch.randn(shape, generator=generator)
+    timesteps = ddim_timesteps(schedule.T, steps)
+    for t, t_prev in zip(timesteps, timesteps[1:] + [-1]):
+        eps = eps_model(x, torch.full((shape[0],), t, dtype=torch.long))
+        noise = torch.randn(shape, generator=generator) if eta > 0 else None
+        x = ddim_step(schedule, eps, t, t_prev, x, eta=eta, noise=noise, clip_x0=clip_x0)
+    return x
+
+
 @torch.no_grad()
 def sample(eps_model, schedule: NoiseSchedule, shape: tuple[int, ...], generator: torch.Generator | None = None,
            clip_x0: float | None = 1.0, keep_every: int = 0) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -412,6 +459,7 @@ def to_pil(x: torch.Tensor):
     return Image.fromarray(array)
 
 
+@torch.no_grad()
 @torch.no_grad()
 def vit_judge(model: Any, processor: Any, images: torch.Tensor, batch_size: int = 64) -> tuple[list[str], torch.Tensor]:
     """Chapter 1's tiny ViT as a judge of ShapesWorld-like images (B, 3, H, W) in [0, 1]: its label
