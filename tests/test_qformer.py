@@ -356,3 +356,32 @@ def test_contrastive_features_keep_image_and_text_apart(stage1: QFormerForPretra
     assert not torch.allclose(q1, q3, atol=1e-4)  # while the queries did
     with pytest.raises(ValueError, match="token ids must lie in 0..63"):
         stage1.embed_text(torch.full((1, 3), 64))
+
+
+# --- InstructBLIP's instruction-aware Q-Former ---------------------------------------------------
+def test_instruction_qformer_equals_transformers_instructblip_qformer() -> None:
+    from transformers import InstructBlipQFormerConfig, InstructBlipQFormerModel
+
+    from utils.qformer import InstructionQFormer
+
+    torch.manual_seed(0)
+    config = InstructBlipQFormerConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                                       encoder_hidden_size=48, vocab_size=100, cross_attention_frequency=1)
+    theirs = InstructBlipQFormerModel(config).eval()
+    ours = InstructionQFormer.from_transformers(theirs).eval()
+    image = torch.randn(2, 10, 48)  # (B, N, E)
+    ids = torch.randint(0, 100, (2, 6))  # (B, L)
+    mask = torch.tensor([[1] * 6, [1] * 4 + [0] * 2])  # the second instruction is padded
+    queries = ours.qformer.query_tokens.expand(2, -1, -1)  # (B, Q, D)
+    Q = queries.shape[1]
+    full_mask = torch.cat([torch.ones(2, Q, dtype=torch.long), mask], dim=1)  # (B, Q + L): InstructBLIP's own layout
+    with torch.no_grad():
+        expected = theirs(input_ids=ids, attention_mask=full_mask, query_embeds=queries,
+                          encoder_hidden_states=image).last_hidden_state[:, :Q]
+        got = ours(image, ids, mask)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():  # the queries depend on the instruction (BLIP-2's would not)
+        other = ours(image, torch.randint(0, 100, (2, 6)), mask)
+    assert (other - got).abs().max() > 1e-3
+    with pytest.raises(TypeError, match="InstructBLIP"):
+        InstructionQFormer.from_transformers(torch.nn.Linear(2, 2))

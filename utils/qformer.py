@@ -114,7 +114,8 @@ class QFormerConfig:
 
     @classmethod
     def from_transformers(cls, hf_config: Any, num_query_tokens: int = 32, **overrides: Any) -> QFormerConfig:
-        """Read a ``Blip2QFormerConfig``; Q is not part of it, so pass ``num_query_tokens``."""
+        """Read a ``Blip2QFormerConfig`` (or InstructBLIP's, which always takes text); Q is not part of it,
+        so pass ``num_query_tokens``."""
         c = hf_config
         if c.hidden_dropout_prob != c.attention_probs_dropout_prob:
             raise ValueError(
@@ -126,7 +127,7 @@ class QFormerConfig:
             intermediate_size=c.intermediate_size, cross_attention_frequency=c.cross_attention_frequency,
             num_query_tokens=num_query_tokens, encoder_hidden_size=c.encoder_hidden_size,
             layer_norm_eps=c.layer_norm_eps, hidden_act=c.hidden_act, dropout=c.hidden_dropout_prob,
-            use_text_input=c.use_qformer_text_input, vocab_size=c.vocab_size,
+            use_text_input=getattr(c, "use_qformer_text_input", True), vocab_size=c.vocab_size,
             max_position_embeddings=c.max_position_embeddings,
         )
         return cls(**{**fields, **overrides})
@@ -669,3 +670,61 @@ def itg_loss(
     """
     return next_token_loss(model.caption_logits(image_embeds, text_ids, text_mask), text_ids, text_mask)
 
+
+
+# --- InstructBLIP: the instruction enters the Q-Former too ---------------------------------------
+
+
+class InstructionQFormer(nn.Module):
+    """InstructBLIP's instruction-aware Q-Former (Dai et al., 2023, arXiv:2305.06500).
+
+    BLIP-2's queries read the image the same way whatever the question; InstructBLIP embeds the
+    instruction's tokens and lets them into the Q-Former's self-attention beside the queries
+    (every token sees every token, the ITM pattern of stage 1), so the Q queries extract what the
+    instruction asks for. Only the query outputs go on to the LLM, which also reads the
+    instruction as text. The text tokens never cross-attend to the image; they steer the queries.
+    """
+
+    def __init__(self, config: QFormerConfig) -> None:
+        super().__init__()
+        if not config.use_text_input:
+            raise ValueError("the instruction is text fed to the Q-Former: build it with use_text_input=True")
+        self.config = config
+        self.qformer = QFormer(config)
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+
+    def forward(self, image_embeds: torch.Tensor, instruction_ids: torch.Tensor,
+                instruction_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The Q query outputs (B, Q, D), conditioned on the image (B, N, E) and the instruction (B, L)."""
+        L = instruction_ids.shape[1]
+        positions = torch.arange(L, device=instruction_ids.device)  # (L,)
+        text = self.word_embeddings(instruction_ids) + self.position_embeddings(positions)  # (B, L, D)
+        out = self.qformer(None, image_embeds, text, instruction_mask)  # (B, Q + L, D), no pattern: all see all
+        return out[:, :self.config.num_query_tokens]  # (B, Q, D)
+
+    @classmethod
+    def from_transformers(cls, model: nn.Module) -> InstructionQFormer:
+        """Copy the weights of an ``InstructBlipForConditionalGeneration`` (its Q-Former, embeddings
+        and query tokens) or of a bare ``InstructBlipQFormerModel`` (query tokens stay random)."""
+        from transformers import InstructBlipQFormerModel
+
+        qformer = getattr(model, "qformer", model)
+        if not isinstance(qformer, InstructBlipQFormerModel):
+            raise TypeError(f"expected an InstructBLIP model or its InstructBlipQFormerModel, got {type(model).__name__}")
+        query_tokens = getattr(model, "query_tokens", None)
+        Q = query_tokens.shape[1] if query_tokens is not None else 32
+        ours = cls(QFormerConfig.from_transformers(qformer.config, num_query_tokens=Q, use_text_input=True))
+        state = qformer.state_dict()
+        layers = {k: v for k, v in state.items() if k.startswith("encoder.")}
+        layers.update({k.replace("embeddings.layernorm.", "layernorm."): v for k, v in state.items()
+                       if k.startswith("embeddings.layernorm.")})
+        mapped = {f"qformer.{k}": v for k, v in state_dict_from_transformers(layers).items()}
+        mapped["word_embeddings.weight"] = state["embeddings.word_embeddings.weight"]
+        mapped["position_embeddings.weight"] = state["embeddings.position_embeddings.weight"]
+        if query_tokens is not None:
+            mapped["qformer.query_tokens"] = query_tokens.detach()
+        missing, unexpected = ours.load_state_dict(mapped, strict=False)
+        if set(missing) - {"qformer.query_tokens"} or unexpected:
+            raise ValueError(f"weights that do not match: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
+        return ours.to(torch.float32)
