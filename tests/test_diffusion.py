@@ -199,3 +199,20 @@ def test_ddim_with_eta_1_and_unit_strides_is_ddpms_reverse_step() -> None:
         diffusion.ddim_step(schedule, eps, 10, 10, x_t)
     with pytest.raises(ValueError, match="steps must lie"):
         diffusion.ddim_timesteps(100, 0)
+
+
+def test_ddim_sample_equals_diffusers_ddim_pipeline() -> None:
+    from diffusers import DDIMPipeline, DDIMScheduler
+
+    torch.manual_seed(0)
+    unet = diffusion.tiny_unet(8, (8, 16, 16)).eval()
+    scheduler = DDIMScheduler(num_train_timesteps=1000)
+    theirs = DDIMPipeline(unet=unet, scheduler=scheduler)
+    theirs.set_progress_bar_config(disable=True)
+    images = theirs(batch_size=2, num_inference_steps=5, generator=torch.Generator().manual_seed(3), output_type="np").images
+    ours = diffusion.ddim_sample(lambda x, t: unet(x, t).sample, NoiseSchedule.linear(1000), (2, 3, 8, 8), steps=5,
+                                 generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close((ours / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1), torch.from_numpy(images),
+                               rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="eta must lie"):
+        diffusion.ddim_step(NoiseSchedule.linear(10), ours, 5, 4, ours, eta=1.5)

@@ -162,12 +162,15 @@ def ddim_step(schedule: NoiseSchedule, eps_theta: torch.Tensor, t: int, t_prev: 
         sigma    = eta sqrt((1 - a_prev) / (1 - a_t)) sqrt(1 - a_t / a_prev)   (eq. 16)
         x_prev   = sqrt(a_prev) x0_hat + sqrt(1 - a_prev - sigma^2) eps + sigma z
 
-    eta = 0 is deterministic (DDIM proper); eta = 1 with t_prev = t - 1 is DDPM's reverse step.
-    ``t_prev = -1`` means the clean end, where a_prev = 1. This is DDIMScheduler.step with its
-    defaults (clip_sample=True, set_alpha_to_one=True).
+    eta = 0 is deterministic (DDIM proper); eta = 1 with t_prev = t - 1 and no clipping is DDPM's
+    reverse step with the posterior variance beta_tilde ("fixed_small"). ``t_prev = -1`` means the
+    clean end, where a_prev = 1. This is DDIMScheduler.step with its defaults (clip_sample=True,
+    set_alpha_to_one=True).
     """
     if not -1 <= t_prev < t < schedule.T:
         raise ValueError(f"need -1 <= t_prev < t < T = {schedule.T}, got t = {t}, t_prev = {t_prev}")
+    if not 0 <= eta <= 1:
+        raise ValueError(f"eta must lie in [0, 1] (0: deterministic DDIM, 1: DDPM-like noise), got {eta}")
     a_t = schedule.alpha_bars[t]
     a_prev = schedule.alpha_bars[t_prev] if t_prev >= 0 else torch.tensor(1.0, dtype=torch.float64)
     x0 = (x_t - torch.sqrt(1 - a_t).to(x_t.dtype) * eps_theta) / torch.sqrt(a_t).to(x_t.dtype)
@@ -190,13 +193,15 @@ def ddim_timesteps(T: int, steps: int) -> list[int]:
 
 @torch.no_grad()
 def ddim_sample(eps_model, schedule: NoiseSchedule, shape: tuple[int, ...], steps: int,
-                generator: torch.Generator | None = None, eta: float = 0.0, clip_x0: float | None = 1.0) -> torch.Tensor:
-    """Sample with ``steps`` DDIM steps instead of T DDPM steps (eta = 0: no noise after x_T)."""
-    x = torch.randn(shape, generator=generator)
+                generator: torch.Generator | None = None, eta: float = 0.0, clip_x0: float | None = 1.0,
+                device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Sample with ``steps`` DDIM steps instead of T DDPM steps (eta = 0: no noise after x_T).
+    Noise is drawn on the CPU with ``generator`` (reproducible anywhere), then moved to ``device``."""
+    x = torch.randn(shape, generator=generator).to(device, dtype)
     timesteps = ddim_timesteps(schedule.T, steps)
     for t, t_prev in zip(timesteps, timesteps[1:] + [-1]):
-        eps = eps_model(x, torch.full((shape[0],), t, dtype=torch.long))
-        noise = torch.randn(shape, generator=generator) if eta > 0 else None
+        eps = eps_model(x, torch.full((shape[0],), t, dtype=torch.long, device=device))
+        noise = torch.randn(shape, generator=generator).to(device, dtype) if eta > 0 else None
         x = ddim_step(schedule, eps, t, t_prev, x, eta=eta, noise=noise, clip_x0=clip_x0)
     return x
 

@@ -697,7 +697,14 @@ class InstructionQFormer(nn.Module):
     def forward(self, image_embeds: torch.Tensor, instruction_ids: torch.Tensor,
                 instruction_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The Q query outputs (B, Q, D), conditioned on the image (B, N, E) and the instruction (B, L)."""
+        if not isinstance(instruction_ids, torch.Tensor) or instruction_ids.ndim != 2 or instruction_ids.is_floating_point():
+            raise ValueError("instruction_ids must be a (B, L) tensor of integer token ids")
         L = instruction_ids.shape[1]
+        if L > self.config.max_position_embeddings:
+            raise ValueError(f"{L} instruction tokens exceed max_position_embeddings={self.config.max_position_embeddings}")
+        if instruction_ids.numel() and (instruction_ids.min() < 0 or instruction_ids.max() >= self.config.vocab_size):
+            raise ValueError(f"instruction token ids must lie in 0..{self.config.vocab_size - 1} (vocab_size): was it "
+                             "tokenised with the Q-Former's own tokenizer?")
         positions = torch.arange(L, device=instruction_ids.device)  # (L,)
         text = self.word_embeddings(instruction_ids) + self.position_embeddings(positions)  # (B, L, D)
         out = self.qformer(None, image_embeds, text, instruction_mask)  # (B, Q + L, D), no pattern: all see all
