@@ -522,7 +522,7 @@ if runtime.MODE == "tiny":
 # %%
 for name, sched in [("DDPM's linear", NoiseSchedule.linear()), ("Stable Diffusion's scaled_linear", NoiseSchedule.scaled_linear())]:
     print(f"{name:33s} beta_1 {sched.betas[0]:.5f}, beta_T {sched.betas[-1]:.4f}; "
-          f"alpha_bar at t = 500: {sched.alpha_bars[499]:.3f}, at t = T: {sched.alpha_bars[-1]:.1e}")
+          f"alpha_bar at t = 500: {sched.alpha_bars[499]:.3f}, at t = T: {sched.alpha_bars[-1]:.5f}")
 
 # %% [markdown]
 # At $t = T$ Stable Diffusion's $\bar\alpha$ leaves a little of the image in $x_T$
