@@ -385,3 +385,7 @@ def test_instruction_qformer_equals_transformers_instructblip_qformer() -> None:
     assert (other - got).abs().max() > 1e-3
     with pytest.raises(TypeError, match="InstructBLIP"):
         InstructionQFormer.from_transformers(torch.nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="Q-Former's own tokenizer"):
+        ours(image, torch.full((2, 6), 100), mask)  # an id past the vocabulary: another tokenizer's
+    with pytest.raises(ValueError, match="integer token ids"):
+        ours(image, torch.zeros(2, 6), mask)

@@ -479,6 +479,23 @@ def itg_mask(Q: int, L: int) -> torch.Tensor:
     return allowed
 
 
+def embed_tokens(owner: nn.Module, ids: torch.Tensor, what: str) -> torch.Tensor:
+    """``owner.word_embeddings(ids) + owner.position_embeddings(0..L-1)``, (B, L, D), after checking that
+    ``ids`` is a (B, L) integer tensor within the vocabulary and the positions (``owner.config``)."""
+    config = owner.config
+    if not isinstance(ids, torch.Tensor) or ids.ndim != 2 or ids.is_floating_point():
+        shape = tuple(ids.shape) if isinstance(ids, torch.Tensor) else type(ids).__name__
+        raise ValueError(f"{what} must be a (B, L) tensor of integer token ids, got {shape}")
+    L = ids.shape[1]
+    if L > config.max_position_embeddings:
+        raise ValueError(f"{L} tokens in {what} exceed max_position_embeddings={config.max_position_embeddings}")
+    if ids.numel() and (ids.min() < 0 or ids.max() >= config.vocab_size):
+        raise ValueError(f"token ids must lie in 0..{config.vocab_size - 1} (vocab_size); were the {what} made by "
+                         "the Q-Former's own tokenizer?")
+    positions = torch.arange(L, device=ids.device)  # (L,)
+    return owner.word_embeddings(ids) + owner.position_embeddings(positions)  # (B, L, D)
+
+
 class QFormerForPretraining(nn.Module):
     """Stage 1 of BLIP-2: a Q-Former, a text embedding, and one small head per objective.
 
@@ -509,16 +526,7 @@ class QFormerForPretraining(nn.Module):
 
     def embed_text(self, text_ids: torch.Tensor) -> torch.Tensor:
         """Word + position embeddings (B, L, D); the Q-Former's input LayerNorm comes next."""
-        if not isinstance(text_ids, torch.Tensor) or text_ids.ndim != 2 or text_ids.is_floating_point():
-            shape = tuple(text_ids.shape) if isinstance(text_ids, torch.Tensor) else type(text_ids).__name__
-            raise ValueError(f"text_ids must be a (B, L) tensor of integer token ids, got {shape}")
-        L = text_ids.shape[1]
-        if L > self.config.max_position_embeddings:
-            raise ValueError(f"{L} text tokens exceed max_position_embeddings={self.config.max_position_embeddings}")
-        if text_ids.numel() and (text_ids.min() < 0 or text_ids.max() >= self.config.vocab_size):
-            raise ValueError(f"token ids must lie in 0..{self.config.vocab_size - 1} (vocab_size)")
-        positions = torch.arange(L, device=text_ids.device)  # (L,)
-        return self.word_embeddings(text_ids) + self.position_embeddings(positions)  # (B, L, D)
+        return embed_tokens(self, text_ids, "text_ids")
 
     def joint(self, image_embeds: torch.Tensor, text_ids: torch.Tensor, text_mask: torch.Tensor | None,
               pattern: torch.Tensor) -> torch.Tensor:
@@ -697,16 +705,7 @@ class InstructionQFormer(nn.Module):
     def forward(self, image_embeds: torch.Tensor, instruction_ids: torch.Tensor,
                 instruction_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The Q query outputs (B, Q, D), conditioned on the image (B, N, E) and the instruction (B, L)."""
-        if not isinstance(instruction_ids, torch.Tensor) or instruction_ids.ndim != 2 or instruction_ids.is_floating_point():
-            raise ValueError("instruction_ids must be a (B, L) tensor of integer token ids")
-        L = instruction_ids.shape[1]
-        if L > self.config.max_position_embeddings:
-            raise ValueError(f"{L} instruction tokens exceed max_position_embeddings={self.config.max_position_embeddings}")
-        if instruction_ids.numel() and (instruction_ids.min() < 0 or instruction_ids.max() >= self.config.vocab_size):
-            raise ValueError(f"instruction token ids must lie in 0..{self.config.vocab_size - 1} (vocab_size): was it "
-                             "tokenised with the Q-Former's own tokenizer?")
-        positions = torch.arange(L, device=instruction_ids.device)  # (L,)
-        text = self.word_embeddings(instruction_ids) + self.position_embeddings(positions)  # (B, L, D)
+        text = embed_tokens(self, instruction_ids, "instruction_ids")  # (B, L, D)
         out = self.qformer(None, image_embeds, text, instruction_mask)  # (B, Q + L, D), no pattern: all see all
         return out[:, :self.config.num_query_tokens]  # (B, Q, D)
 

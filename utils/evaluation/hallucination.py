@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Sequence
 
+from utils.llava import first_word
 from utils.shapes import COLOURS, SHAPES, Scene
 
 SYNONYMS = {"circles": "circle", "squares": "square", "triangles": "triangle", "disc": "circle", "box": "square"}
@@ -38,8 +39,7 @@ def pope_verdict(answer: str, rule: str = "first word") -> str:
     if rule not in POPE_RULES:
         raise ValueError(f"unknown POPE rule {rule!r}; choose one of {', '.join(POPE_RULES)}")
     if rule == "first word":
-        words = answer.lower().replace(".", " ").replace(",", " ").split()
-        return "yes" if words and words[0] == "yes" else "no"
+        return "yes" if first_word(answer) == "yes" else "no"
     words = answer.split(".")[0].replace(",", "").split(" ")
     return "no" if {"No", "no", "not"} & set(words) else "yes"
 
