@@ -314,3 +314,66 @@ class ShapesWorld(Dataset):
             "pixel_values": torch.stack([it["pixel_values"] for it in items]),
             **{key: [it[key] for it in items] for key in ("caption", "boxes", "shape_ids", "colour_ids", "scene")},
         }
+
+
+# --- Held-out colour-shape combinations (chapter 2's zero-shot test on pairs never seen in training) ---
+
+
+def parse_pairs(pairs: str | Sequence[str] | Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    """``"red square,green triangle"`` (or a list of "colour shape" strings or (colour, shape) tuples) as
+    ``(("red", "square"), ("green", "triangle"))``, each colour and shape checked against COLOURS and SHAPES."""
+    if isinstance(pairs, str):
+        pairs = [p for p in pairs.split(",") if p.strip()]
+    parsed = []
+    for pair in pairs:
+        words = pair.split() if isinstance(pair, str) else list(pair)
+        if len(words) != 2:
+            raise ValueError(f"a held-out pair is a colour and a shape, such as 'red square'; got {pair!r}")
+        colour, shape = (w.strip().lower() for w in words)
+        if colour not in COLOURS:
+            raise ValueError(f"unknown colour {colour!r} in {pair!r}; ShapesWorld's colours are {', '.join(COLOURS)}")
+        if shape not in SHAPES:
+            raise ValueError(f"unknown shape {shape!r} in {pair!r}; ShapesWorld's shapes are {', '.join(SHAPES)}")
+        if (colour, shape) not in parsed:
+            parsed.append((colour, shape))
+    if not parsed:
+        raise ValueError("no colour-shape pairs given: name at least one, such as 'red square'")
+    return tuple(parsed)
+
+
+def scenes_without(pairs, n: int, seed: int = 0, split: str = "train", *, min_objects: int = 1,
+                   max_objects: int = 3, image_size: int = 64) -> list[Scene]:
+    """The first ``n`` scenes of the stream ``(seed, split)`` in which no object is one of the held-out
+    (colour, shape) ``pairs`` (see :func:`parse_pairs`); the scenes that hold one are skipped, not
+    edited, so every colour and every shape still appears, only never in those combinations."""
+    held_out = parse_pairs(pairs)
+    if len(held_out) == len(COLOURS) * len(SHAPES):
+        raise ValueError("every colour-shape combination is held out: no scene could be kept")
+    if n < 1:
+        raise ValueError(f"need at least one scene, got n={n}")
+    kept: list[Scene] = []
+    index = 0
+    while len(kept) < n:
+        scene = make_scene(index, seed, split, min_objects=min_objects, max_objects=max_objects, image_size=image_size)
+        if not any(scene.has(colour, shape) for colour, shape in held_out):
+            kept.append(scene)
+        index += 1
+    return kept
+
+
+def scenes_per_combination(per_class: int, seed: int = 0, split: str = "test", *,
+                           image_size: int = 64) -> dict[tuple[str, str], list[Scene]]:
+    """``per_class`` one-object scenes of each of the 15 (colour, shape) combinations, the first ones of
+    the stream ``(seed, split)`` with ``max_objects=1``: a balanced zero-shot test set."""
+    if per_class < 1:
+        raise ValueError(f"need at least one scene per combination, got per_class={per_class}")
+    found: dict[tuple[str, str], list[Scene]] = {(c, s): [] for c in COLOURS for s in SHAPES}
+    index, missing = 0, len(found)
+    while missing:
+        scene = make_scene(index, seed, split, max_objects=1, image_size=image_size)
+        group = found[scene.objects[0].colour, scene.objects[0].shape]
+        if len(group) < per_class:
+            group.append(scene)
+            missing -= len(group) == per_class
+        index += 1
+    return found
