@@ -18,13 +18,15 @@ from utils.checks.core import (
     PASSED, NOT_ATTEMPTED, WRONG, Wrong, Verdict, expect, expect_close, run_check,
 )
 from utils.checks.ch0 import (
-    check_relation_from_boxes,
+    check_relation_from_boxes, check_blind_baseline, check_weight_gib,
 )
 from utils.checks.ch1 import (
-    check_patchify, check_layer_norm, check_attention, check_vit_parameter_count,
+    check_patchify, check_layer_norm, check_attention, check_vit_parameter_count, check_shuffle_patches,
+    check_permute_positions, check_vit_flops,
 )
 from utils.checks.ch2 import (
-    check_clip_loss, check_siglip_loss, check_zero_shot_classify, check_recall_at_k,
+    check_clip_loss, check_siglip_loss, check_zero_shot_classify, check_recall_at_k, check_siglip_loss_chunked,
+    check_clip_loss_floor, check_ensemble_class_embeddings,
 )
 from utils.checks.ch3 import (
     check_itg_mask, check_build_prompt, check_cross_attention,
