@@ -1,6 +1,6 @@
 """Keep every notebook's opening cells in the course's standard form.
 
-Each chapter and solution starts with
+Each chapter, solution and appendix starts with
   1. a markdown cell: the title, then an "Open in Colab" badge linking to this notebook;
   2. the setup cell: on Colab it fetches the course at the version the notebook was written
      against and installs requirements-colab.txt; elsewhere it only puts the course folder on
@@ -81,9 +81,12 @@ COURSE_ROOT = next(p for p in (Path.cwd(), *Path.cwd().parents) if (p / "utils" 
 sys.path.insert(0, str(COURSE_ROOT))'''
 
 
+NOTEBOOK_PATTERNS = ("[0-9][0-9]_*.py", "appendix_*.py")  # numbered chapters and solutions, and the appendices
+
+
 def notebooks() -> list[Path]:
-    """Every chapter and solution, as its paired .py file."""
-    return sorted(p for d in NOTEBOOK_DIRS for p in (ROOT / d).glob("[0-9][0-9]_*.py"))
+    """Every chapter, solution and appendix, as its paired .py file."""
+    return sorted(p for d in NOTEBOOK_DIRS for pattern in NOTEBOOK_PATTERNS for p in (ROOT / d).glob(pattern))
 
 
 def problems(path: Path, url: str | None = None) -> list[str]:

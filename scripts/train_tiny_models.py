@@ -2,7 +2,7 @@
 
 Each zoo entry names the command that rebuilds it and the models it needs first (a judge, a
 text encoder); this script runs them side by side where it can, then
-reports each folder's size against the budgets (5 MB each, 30 MB in all) and the time taken.
+reports each folder's size against the budgets (5 MiB each, 30 MiB in all) and the time taken.
 
     python scripts/train_tiny_models.py                 # everything, two trainings at a time
     python scripts/train_tiny_models.py clip-tokenizer  # one model
@@ -103,12 +103,12 @@ def main(argv: list[str]) -> int:
     for item in zoo.REGISTRY.values():
         size = zoo.own_size(item.local_dir)
         total += size
-        print(f"[assets] models/{item.folder:<24} {size / 2**20:6.2f} MB")
+        print(f"[assets] models/{item.folder:<24} {size / 2**20:6.2f} MiB")
         if size > BUDGET_EACH:
-            over.append(f"{item.folder} is over 5 MB")
-    print(f"[assets] all models: {total / 2**20:.2f} MB (budget 30 MB), built in {time.perf_counter() - start_all:.0f} s")
+            over.append(f"{item.folder} is over 5 MiB")
+    print(f"[assets] all models: {total / 2**20:.2f} MiB (budget 30 MiB), built in {time.perf_counter() - start_all:.0f} s")
     if total > BUDGET_ALL:
-        over.append("models/ is over 30 MB")
+        over.append("models/ is over 30 MiB")
     if over:
         print("[assets] over budget: " + "; ".join(over))
         return 1

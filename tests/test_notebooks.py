@@ -18,6 +18,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PY_FILES = notebook_header.notebooks()
 IPYNB_FILES = sorted(p for d in notebook_header.NOTEBOOK_DIRS for p in (ROOT / d).glob("*.ipynb"))
 CHAPTERS = sorted((ROOT / "chapters").glob("[0-9][0-9]_*.ipynb"))
+# Appendices (maintainer matters: the environment report, the zoo's pins, the T4 plan's derivation) follow the
+# notebook conventions but not the chapter-only rules: no "What you will learn", exercises or solutions.
+APPENDICES = sorted((ROOT / "chapters").glob("appendix_*.ipynb"))
 
 
 def ids(paths):
@@ -108,6 +111,23 @@ def test_every_chapter_is_in_the_toc_and_the_readme() -> None:
         assert notebook_header.colab_url(nb) in readme, f"README.md lacks the Colab link of {nb.name}"
 
 
+def test_every_appendix_comes_after_the_chapters_in_the_toc_and_is_in_the_readme() -> None:
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [c["file"] for part in toc["parts"] for c in part["chapters"]]
+    readme = (ROOT / "README.md").read_text()
+    last_chapter = max(files.index(f"chapters/{nb.stem}") for nb in CHAPTERS)
+    for nb in APPENDICES:
+        rel = f"chapters/{nb.stem}"
+        assert rel in files, f"{rel} is missing from _toc.yml"
+        assert files.index(rel) > last_chapter, f"{rel} should come after the chapters in _toc.yml (an appendix part)"
+        assert notebook_header.colab_url(nb) in readme, f"README.md lacks the Colab link of {nb.name}"
+
+
+def test_the_chapters_folder_holds_chapters_and_appendices_only() -> None:
+    others = sorted(p.name for p in (ROOT / "chapters").glob("*.ipynb") if p not in CHAPTERS and p not in APPENDICES)
+    assert not others, f"name each notebook in chapters/ NN_topic or appendix_topic, so the tests find it: {others}"
+
+
 def test_every_chapter_with_exercises_has_solutions() -> None:
     for nb in CHAPTERS:
         if "## Exercises" in nb.with_suffix(".py").read_text():
@@ -133,7 +153,7 @@ IGNORE = "nbval-ignore-output"
 # Such a difference is stated as the bound it stays within, written without digits ("within 1e-05").
 ROUNDOFF = re.compile(r"\b\d\.\d+e-(?:0[5-9]|[1-9]\d)\b")
 # Cells whose output nbval ignores because it describes the machine, not a result: nothing to check.
-MACHINE_REPORTS = {"00_getting_started.ipynb": ["runtime.print_environment_report()"]}
+MACHINE_REPORTS = {"appendix_under_the_hood.ipynb": ["runtime.print_environment_report()"]}
 
 
 def code_cells(ipynb: Path) -> list:

@@ -69,9 +69,24 @@ def test_environment_report_lists_mode_and_versions(capsys: pytest.CaptureFixtur
     report = runtime.environment_report()
     assert report["mode"] == "tiny" and report["GPU"] == "none"
     assert report["torch"].startswith("2.13.0") and report["transformers"] == "5.23.0"
+    for key in ("course version", "CUDA", "OS", "CPU capability", "huggingface_hub", "accelerate", "bitsandbytes"):
+        assert report[key], key
+    assert report["CUDA"] == "none" and report["CPU capability"] != "unknown"
     runtime.print_environment_report()
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["mode", "tiny"] and len(lines) == len(report)
+
+
+def test_environment_report_without_git_or_a_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outside a git checkout, or where git itself is missing, the report still builds and says so."""
+    import subprocess
+
+    def no_git(*args, **kwargs):
+        raise FileNotFoundError("git")
+
+    monkeypatch.setattr(subprocess, "run", no_git)
+    report = runtime.environment_report(("torch", "no-such-package"))
+    assert report["course version"].startswith("unknown") and report["no-such-package"] == "not installed"
 
 
 def test_full_mode_without_a_gpu_warns_once_with_the_cost(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,9 +18,9 @@ def test_every_entry_has_a_shipped_tiny_checkpoint_within_budget() -> None:
         size = zoo.own_size(folder)  # links to another checkpoint's files count once, there
         for link in (f for f in folder.rglob("*") if f.is_symlink()):  # and they must stay inside models/
             assert link.resolve().is_relative_to(zoo.MODELS_DIR.resolve()) and link.resolve().is_file(), link
-        assert size <= 5 * 2**20, f"{name}: {size / 2**20:.1f} MB is over the 5 MB budget per checkpoint"
+        assert size <= 5 * 2**20, f"{name}: {size / 2**20:.1f} MiB is over the 5 MiB budget per checkpoint"
         total += size
-    assert total <= 30 * 2**20, f"models/ holds {total / 2**20:.1f} MB, over the 30 MB budget"
+    assert total <= 30 * 2**20, f"models/ holds {total / 2**20:.1f} MiB, over the 30 MiB budget"
 
 
 def test_missing_checkpoint_names_the_rebuild_command(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -76,7 +76,7 @@ def test_full_mode_failure_suggests_tiny_mode(monkeypatch: pytest.MonkeyPatch) -
 
 def test_table_reports_sizes() -> None:
     rows = {row["name"]: row for row in zoo.table()}
-    assert rows["clip-tokenizer"]["tiny size"].endswith("MB")
+    assert rows["clip-tokenizer"]["tiny size"].endswith(" MiB")  # divided by 2**20
     assert rows["clip-tokenizer"]["full mode (Hub)"] == "openai/clip-vit-base-patch32@3d74acf"
 
 

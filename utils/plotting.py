@@ -149,3 +149,87 @@ def block_diagram(blocks: Sequence[tuple[float, float, str, str]], arrows: Seque
     if title:
         ax.set_title(title)
     return fig
+
+
+def course_map(dpi: int = 150) -> Figure:
+    """Chapter 0's map of the course: which chapter builds which part of a multimodal LLM.
+
+    The top row follows an image to a text answer, the bottom row a text prompt to a new image; dashed
+    boxes and arrows are chapter 6's extensions and chapter 7's evaluation. Drawn at ``dpi`` so the
+    book's copy stays sharp.
+    """
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+    # Paul Tol's "light" colours: told apart with every common colour-vision deficiency; black text reads on each.
+    data, encoder, connector, llm, generator, extension = \
+        "#DDDDDD", "#99DDFF", "#EE8866", "#FFAABB", "#BBCC33", "#EEDD88"
+    fig, ax = plt.subplots(figsize=(9.6, 5.3), dpi=dpi)
+    ax.set(xlim=(0, 10.6), ylim=(0.45, 6.25), aspect="equal")
+    ax.axis("off")
+
+    def box(x, y, text, colour, w=1.85, h=0.8, dashed=False):
+        """A rounded box centred on (x, y); returns the midpoints of its sides, for arrows."""
+        ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.02,rounding_size=0.12",
+                                    fc=colour, ec="black", lw=0.8, ls="--" if dashed else "-"))
+        ax.text(x, y, text, ha="center", va="center", fontsize=10)
+        return {"left": (x - w / 2, y), "right": (x + w / 2, y), "top": (x, y + h / 2), "bottom": (x, y - h / 2)}
+
+    def arrow(start, end, dashed=False, both_ways=False):
+        ax.add_patch(FancyArrowPatch(start, end, arrowstyle="<|-|>" if both_ways else "-|>", mutation_scale=12,
+                                     lw=0.9 if dashed else 1.4, ls=(0, (2, 2)) if dashed else "-", color="black",
+                                     shrinkA=2, shrinkB=2))
+
+    def note(x, y, text, ha="left"):
+        ax.text(x, y, text, ha=ha, va="center", fontsize=9, style="italic")
+
+    def heading(y, text):  # two short lines at the left, clear of CLIP's arrow
+        ax.text(0.15, y, text, fontsize=10, weight="bold", va="center", linespacing=1.3)
+
+    # Understanding: an image in, text out (chapters 1-4).
+    top = 4.4
+    heading(top + 0.85, "understanding:\nan image in, text out")
+    image_in = box(0.95, top, "image", data, w=1.2)
+    image_encoder = box(3.0, top, "image encoder\nViT · ch 1", encoder)
+    bridge = box(5.3, top, "connector\nQ-Former · ch 3\nprojector · ch 4", connector, h=1.0)
+    language_model = box(7.6, top, "language model\n(LLM)\nused in ch 3-4", llm, w=1.95, h=1.0)
+    text_out = box(9.65, top, "text", data, w=1.1)
+    for a, b in [(image_in, image_encoder), (image_encoder, bridge), (bridge, language_model),
+                 (language_model, text_out)]:
+        arrow(a["right"], b["left"])
+
+    # Generation: text in, an image out (chapter 5), through a CLIP text encoder.
+    bottom = 1.05
+    heading(bottom + 0.8, "generation:\ntext in, an image out")
+    text_in = box(0.95, bottom, "text", data, w=1.2)
+    text_encoder = box(3.0, bottom, "text encoder\nch 2", encoder)
+    diffusion = box(5.3, bottom, "diffusion model\nch 5", generator)
+    decoder = box(7.6, bottom, "VAE decoder\nch 5", generator, w=1.95)
+    image_out = box(9.65, bottom, "image", data, w=1.1)
+    for a, b in [(text_in, text_encoder), (text_encoder, diffusion), (diffusion, decoder), (decoder, image_out)]:
+        arrow(a["right"], b["left"])
+
+    # CLIP trains the two encoders together, so that an image and its caption land close in one space.
+    middle = (top + bottom) / 2 + 0.15
+    arrow(image_encoder["bottom"], text_encoder["top"], both_ways=True)
+    note(3.15, middle + 0.1, "CLIP · ch 2: trained\ntogether, contrastively,\ninto one shared space")
+
+    # Chapter 6's extensions and chapter 7, dashed.
+    sound = box(1.1, middle + 0.15, "sound, … · ch 6:\nits own encoder,\ninto the images'\nembedding space",
+                extension, w=1.9, h=1.15, dashed=True)
+    arrow(sound["right"], (image_encoder["bottom"][0], sound["right"][1]), dashed=True)
+    locations = box(7.6, top + 1.35, "+ location tokens:\nboxes in and out · ch 6", extension, w=2.5, h=0.7,
+                    dashed=True)
+    arrow(language_model["top"], locations["bottom"], dashed=True, both_ways=True)
+    evaluation = box(9.65, top + 1.35, "evaluation\nch 7", "white", w=1.2, h=0.7, dashed=True)
+    arrow(text_out["top"], evaluation["bottom"], dashed=True)
+    # Images out of the LLM: generated through the diffusion model (GILL), or retrieved from a collection
+    # by their place in CLIP's space (FROMAGe).
+    arrow((language_model["bottom"][0] - 0.45, language_model["bottom"][1]),
+          (diffusion["top"][0] + 0.45, diffusion["top"][1]), dashed=True)
+    note(5.95, middle + 0.2, "generated\n· ch 6", ha="center")
+    collection = box(9.65, middle - 0.1, "image\ncollection", data, w=1.3, h=0.8, dashed=True)
+    note(7.85, middle + 0.05, "retrieved in\nCLIP's space · ch 6", ha="center")
+    arrow((language_model["bottom"][0] + 0.45, language_model["bottom"][1]), collection["left"], dashed=True)
+    arrow(collection["bottom"], image_out["top"], dashed=True)
+    ax.set_title("The course in one picture: which chapter builds which part", fontsize=12)
+    return fig

@@ -16,10 +16,11 @@ what it does not:
   course cannot ship. The stand-in tokenizer has the real size, the real special tokens at their
   real ids and the real tokenizer class, and a small vocabulary learned from the course's own text.
 
-Stand-ins are built on first use into ``MMLLM_REHEARSAL_DIR`` (default
-``~/.cache/mmllm-course/rehearsal``), or all at once by ``python scripts/build_rehearsal.py``;
-a folder is rebuilt when the recorded files or this module change. Nothing here is committed
-as weights.
+Stand-ins are built on first use, by :func:`utils.zoo.path` in rehearsal mode, into
+``MMLLM_REHEARSAL_DIR`` (default ``~/.cache/mmllm-course/rehearsal``); a folder is rebuilt when the
+recorded files or this module change. Nothing here is committed as weights. One size is not kept:
+Stable Diffusion's stand-in samples at 1/:data:`SD_SHRINK` of the real image side (64 px for 512),
+and its recorded calls are scaled back to the real size, so the T4 plan costs 512 px.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ import socket
 import sys
 import warnings
 from importlib import metadata
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -45,6 +46,9 @@ REPORTED_PACKAGES = (
     "torch",
     "transformers",
     "diffusers",
+    "huggingface_hub",
+    "accelerate",
+    "bitsandbytes",
     "sentence-transformers",
     "tokenizers",
     "numpy",
@@ -182,12 +186,54 @@ def gpu_summary() -> str:
     return f"{props.name}, {props.total_memory / 2**30:.1f} GiB"
 
 
+def _run(command: list[str]) -> str | None:
+    """The stripped output of a short command, or None when it is missing, fails or hangs."""
+    import subprocess
+
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def course_version() -> str:
+    """The git commit of the course checkout (on Colab, the one the setup cell fetched), with a note when
+    files differ from it; ``"unknown"`` outside a git checkout or without git."""
+    root = str(Path(__file__).resolve().parent.parent)
+    commit = _run(["git", "-C", root, "rev-parse", "--short=10", "HEAD"])
+    if not commit:
+        return "unknown (not a git checkout, or git is missing)"
+    changed = _run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"])
+    return f"{commit} (with local changes)" if changed else commit
+
+
+def cuda_summary() -> str:
+    """The CUDA version torch was built with and the NVIDIA driver's version, or ``"none"`` without a GPU."""
+    if not torch.cuda.is_available():
+        return "none"
+    driver = _run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"])
+    return f"{torch.version.cuda or torch.version.hip}, driver {driver.splitlines()[0] if driver else 'unknown'}"
+
+
+def cpu_capability() -> str:
+    """The vector instructions torch's CPU kernels use (AVX2, AVX512, DEFAULT, ...): they change the last digits."""
+    try:
+        return torch.backends.cpu.get_cpu_capability()
+    except (AttributeError, RuntimeError):
+        return "unknown"
+
+
 def environment_report(packages: tuple[str, ...] = REPORTED_PACKAGES) -> dict[str, str]:
     """Everything a bug report needs, as an ordered ``{name: value}`` table."""
     report = {
         "mode": f"{MODE} (rehearsal: stand-in checkpoints)" if REHEARSAL else MODE,
+        "course version": course_version(),
         "device": DEVICE,
         "GPU": gpu_summary(),
+        "CUDA": cuda_summary(),
+        "OS": platform.platform(),
+        "CPU capability": cpu_capability(),
         "CPU threads": str(torch.get_num_threads()),
         "python": platform.python_version(),
     }

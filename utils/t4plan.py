@@ -15,7 +15,9 @@ What *is* stated here is the machine and a few assumptions, each named where it 
 (:data:`T4`, :data:`ASSUMPTIONS`). From these the plan gives, per chapter: the GPU memory at its
 largest call (the weights of every model the chapter keeps on the GPU, plus that call's
 activations and KV cache), the host RAM needed while loading, the download, and an estimate of
-the GPU time. :func:`largest_batch` is how full mode picks LLaVA's and BLIP-2's batch sizes.
+the GPU time. :func:`largest_batch` is how full mode picks LLaVA's batch size
+(``llava.full_mode_batch``); BLIP-2's generation keeps ``blip2.generate_text``'s fixed batch, which the
+plan costs like any other recorded call.
 """
 
 from __future__ import annotations
@@ -439,12 +441,39 @@ class ChapterPlan:
         return self.peak_gpu_gib <= GPU_LIMIT_GIB and self.host_gib <= HOST_LIMIT_GIB
 
 
-def _describe(call: dict[str, Any]) -> str:
+# Inputs whose last dimension is a width: recorded at the stand-in's width, shown at the real model's.
+WIDTH_INPUTS = ("inputs_embeds", "image_embeds", "query_embeds", "encoder_hidden_states")
+
+
+def _real_width(call: dict[str, Any], key: str, loaded: set[str]) -> int | None:
+    """The real model's width for input ``key`` of a recorded call (the rehearsal records its stand-in's),
+    or None when the plan does not know the model."""
+    name, part = _owner(call["model"], loaded)
+    if name is None:
+        return None
+    parts = meta_parts(name)
+    module = parts[part] if part is not None else parts.get("language model")
+    module = module[0] if isinstance(module, torch.nn.ModuleList) else module
+    config = getattr(module, "config", None)
+    if key == "encoder_hidden_states":  # what a Q-Former or a UNet cross-attends to
+        return getattr(config, "encoder_hidden_size", None) or getattr(config, "cross_attention_dim", None)
+    return getattr(config, "word_embed_proj_dim", None) or getattr(config, "embed_dim", None) or \
+        getattr(config, "hidden_size", None)
+
+
+def _describe(call: dict[str, Any], loaded: set[str] | None = None) -> str:
+    """One recorded call in words, with the real model's widths (see :data:`WIDTH_INPUTS`)."""
     if call["call"] == "pipeline":
         return f"{call['model']}: {call['batch']} images at {call['height']} px, {call['steps']} steps"
-    shapes = ", ".join(f"{k} {tuple(v)}" for k, v in call.get("inputs", {}).items() if k != "attention_mask")
+    loaded = set(LOADING) if loaded is None else loaded
+    shapes = []
+    for key, shape in call.get("inputs", {}).items():
+        if key == "attention_mask":
+            continue
+        width = _real_width(call, key, loaded) if key in WIDTH_INPUTS and len(shape) == 3 else None
+        shapes.append(f"{key} {tuple(shape[:-1]) + (width,) if width else tuple(shape)}")
     extra = f", {call['max_new_tokens']} new tokens" if call.get("max_new_tokens") else ""
-    return f"{call['model']}.{call['call']}({shapes}{extra})"
+    return f"{call['model']}.{call['call']}({', '.join(shapes)}{extra})"
 
 
 def chapter_plan(chapter: str, calls: list[dict[str, Any]]) -> ChapterPlan:
@@ -466,7 +495,7 @@ def chapter_plan(chapter: str, calls: list[dict[str, Any]]) -> ChapterPlan:
                      for m in on_gpu]
     host += max(loading_peaks, default=0)
     peak = ASSUMPTIONS["cuda_overhead_gib"] * GiB + weights + largest.gpu_bytes if on_gpu else 0.0
-    return ChapterPlan(chapter, on_gpu, weights / GiB, _describe(largest_call) if largest_call else "-",
+    return ChapterPlan(chapter, on_gpu, weights / GiB, _describe(largest_call, set(on_gpu)) if largest_call else "-",
                        peak / GiB, host / GiB, sum(download_bytes(m) for m in loaded) / 1e9,
                        sum(c.seconds for c, _ in costs) / 60)
 
@@ -497,11 +526,23 @@ def largest_batch(name: str, prompt: int, new: int, image: list[int] | None = No
     return batch
 
 
+def _minutes(minutes: float) -> str:
+    return f"{minutes:.1f} min" if round(minutes, 1) > 0 else "< 0.1 min"  # never "0.0": every call costs something
+
+
 def table(plans: list[ChapterPlan]) -> list[dict[str, str]]:
     """The plan as printable rows, for the notebooks that put a model on the GPU."""
     plans = [p for p in plans if p.models]
     return [{"notebook": p.chapter, "on the GPU": ", ".join(p.models), "weights": f"{p.weights_gib:.1f} GiB",
              "peak GPU": f"{p.peak_gpu_gib:.1f} GiB", "host RAM": f"{p.host_gib:.1f} GiB",
-             "download": f"{p.download_gb:.1f} GB", "T4 time": f"{p.gpu_minutes:.1f} min",
+             "download": f"{p.download_gb:.1f} GB", "T4 time": _minutes(p.gpu_minutes),
              "fits": "yes" if p.fits else "NO"} for p in plans]
+
+
+def print_table(rows: list[dict[str, str]], columns: list[str] | None = None) -> None:
+    """Print rows of strings (:func:`table`'s, ``zoo.table()``'s) as left-aligned columns under their names."""
+    columns = list(rows[0]) if columns is None else columns
+    widths = [max(len(c), *(len(row[c]) for row in rows)) for c in columns]
+    for line in [dict(zip(columns, columns)), *rows]:
+        print("  ".join(line[c].ljust(w) for c, w in zip(columns, widths)).rstrip())
 
