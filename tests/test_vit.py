@@ -166,3 +166,20 @@ def test_gelu_is_the_exact_erf_form() -> None:
     with torch.no_grad():
         mlp.fc1.weight.fill_(1), mlp.fc1.bias.zero_(), mlp.fc2.weight.fill_(1), mlp.fc2.bias.zero_()
     torch.testing.assert_close(mlp(x[:, None])[:, 0], F.gelu(x))
+
+
+def test_the_ablation_record_backs_chapter_1s_box() -> None:
+    """models/vit-tiny/ablations.json (scripts/ablate_vit.py): chapter 1's box says the tiny ViT does not
+    depend on the warm-up, weight decay or position embeddings; each variant must score within a point of
+    the shipped model or above it."""
+    import json
+
+    from utils import zoo
+
+    folder = zoo.entry("vit").local_dir
+    shipped = json.loads((folder / "training.json").read_text())
+    ablations = json.loads((folder / "ablations.json").read_text())
+    assert set(ablations) == {"no warm-up", "no weight decay", "no position embeddings"}
+    for name, entry in ablations.items():
+        assert entry["epochs"] == shipped["epochs"], name
+        assert entry["held_out_accuracy"] >= shipped["held_out_accuracy"] - 0.01, name
