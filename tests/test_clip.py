@@ -124,3 +124,20 @@ def test_siglip_blocks_add_up_to_the_batch() -> None:
     assert blocks.item() == pytest.approx(7 * clip.siglip_loss(S7, 4.0, -2.0).item(), rel=1e-6)
     with pytest.raises(ValueError, match="do not fit"):
         clip.siglip_block_loss(S7[:3], 1.0, 0.0, first_row=5)
+
+
+def test_siglip_rectangular_blocks_add_up_but_clip_blocks_do_not() -> None:
+    torch.manual_seed(2)
+    S6 = torch.randn(6, 6)
+    cuts = (slice(0, 2), slice(2, 6))  # uneven blocks: 2 + 4
+    tiles = sum(clip.siglip_block_loss(S6[r, c], 3.0, -1.0, first_row=r.start, first_column=c.start)
+                for r in cuts for c in cuts)
+    assert tiles.item() == pytest.approx(6 * clip.siglip_loss(S6, 3.0, -1.0).item(), rel=1e-6)
+    # an off-diagonal tile holds no positive pair: every label is -1
+    off = clip.siglip_block_loss(S6[:2, 2:], 3.0, -1.0, first_row=0, first_column=2)
+    assert off.item() == pytest.approx(-F.logsigmoid(-(S6[:2, 2:] * 3.0 - 1.0)).sum().item(), rel=1e-6)
+    # CLIP's softmax has no such split: the diagonal tiles' losses miss the other tiles' negatives
+    by_tiles = (2 * clip_loss(S6[:2, :2]) + 4 * clip_loss(S6[2:, 2:])) / 6
+    assert abs(by_tiles.item() - clip_loss(S6).item()) > 0.1
+    with pytest.raises(ValueError, match=">= 0"):
+        clip.siglip_block_loss(S6[:2, :2], 1.0, 0.0, first_row=-1, first_column=0)

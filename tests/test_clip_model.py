@@ -91,3 +91,21 @@ def test_encode_images_refuses_a_single_image_instead_of_misreading_it(model, pr
         with pytest.raises(TypeError, match=r"wrap a single image in a list: \[image\]"):
             encode_images(model, processor, one)
     assert encode_images(model, processor, [scene, str(path), array]).shape == (3, model.config.projection_dim)
+
+
+def test_the_ablation_record_backs_chapter_2s_box() -> None:
+    """models/clip-tiny/ablations.json (scripts/ablate_clip.py): each variant undoes one choice of the
+    tiny recipe and scores below the shipped model zero-shot, as the box "How this differs from CLIP" says."""
+    import json
+
+    from utils import zoo
+
+    folder = zoo.entry("clip").local_dir
+    shipped = json.loads((folder / "training.json").read_text())
+    ablations = json.loads((folder / "ablations.json").read_text())
+    assert set(ablations) == {"verbatim captions", "batch 16"}
+    for name, entry in ablations.items():
+        assert entry["steps"] == shipped["steps"], name
+        assert 0 <= entry["zero_shot_accuracy"]["both"] < shipped["zero_shot_accuracy"]["both"] - 0.2, name
+        assert 0 <= entry["text_to_image_recall"]["@1"] <= entry["text_to_image_recall"]["@5"] <= 1, name
+    assert ablations["batch 16"]["text_to_image_recall"]["@1"] < shipped["text_to_image_recall"]["@1"]

@@ -83,16 +83,24 @@ def siglip_loss(similarity: torch.Tensor, scale: float | torch.Tensor, bias: flo
 
 
 def siglip_block_loss(similarity_rows: torch.Tensor, scale: float | torch.Tensor, bias: float | torch.Tensor,
-                      first_row: int) -> torch.Tensor:
-    """SigLIP's loss summed over a block of rows: images ``first_row ...`` against all B texts.
+                      first_row: int, first_column: int | None = None) -> torch.Tensor:
+    """SigLIP's loss summed over one block of the similarity matrix.
 
-    The blocks of a batch add up to ``B * siglip_loss(S)``: no pair needs any other pair.
+    Without ``first_column`` the block is a band of rows: images ``first_row ...`` against all B
+    texts. With it, any rectangle: images ``first_row ...`` against texts ``first_column ...``;
+    a pair is positive where the two global indices are equal. Any tiling of the matrix into
+    blocks adds up to ``B * siglip_loss(S)``: no pair needs any other pair.
     """
-    b, B = similarity_rows.shape  # (b, B)
-    if not 0 <= first_row <= B - b:
-        raise ValueError(f"rows {first_row}..{first_row + b - 1} do not fit a batch of {B}")
-    labels = -torch.ones_like(similarity_rows)
-    labels[torch.arange(b), first_row + torch.arange(b)] = 1  # each image's own text
+    b, c = similarity_rows.shape  # (b images, c texts)
+    if first_column is None:  # a band of rows against the whole batch
+        if not 0 <= first_row <= c - b:
+            raise ValueError(f"rows {first_row}..{first_row + b - 1} do not fit a batch of {c}")
+        first_column = 0
+    elif first_row < 0 or first_column < 0:
+        raise ValueError(f"a block starts at a row and a column >= 0, got ({first_row}, {first_column})")
+    rows = first_row + torch.arange(b, device=similarity_rows.device)  # global image indices
+    columns = first_column + torch.arange(c, device=similarity_rows.device)  # global text indices
+    labels = torch.where(rows[:, None] == columns[None], 1.0, -1.0).to(similarity_rows.dtype)  # z_ij
     return -F.logsigmoid(labels * (similarity_rows * scale + bias)).sum()
 
 
@@ -295,14 +303,15 @@ def augment_caption(caption: str, rng) -> str:
 def train_clip(model, tokenizer, pixel_values: torch.Tensor, captions: list[str], *, steps: int,
                batch_size: int = 64, lr: float = 1e-3, weight_decay: float = 0.1, seed: int = 0,
                rank: int = 0, world: int = 1, wrapped=None, stop_after_backward=None,
-               show_progress: bool = True) -> list[float]:
+               show_progress: bool = True, augment: bool = True) -> list[float]:
     """Train a transformers ``CLIPModel`` on image-caption pairs with :func:`distributed_clip_loss`.
 
     Each step draws a global batch of ``batch_size`` pairs; with ``world`` processes, process
     ``rank`` encodes its share of it through ``wrapped`` (the model inside DistributedDataParallel)
     and the loss gathers everyone's embeddings. Every process draws the same batches from ``seed``.
     ``stop_after_backward(loss)`` is called after the first backward pass and ends training if
-    given. Returns the loss of each step.
+    given. With ``augment=False`` the captions are used verbatim (no templates, size words kept).
+    Returns the loss of each step.
     """
     import random
 
@@ -324,7 +333,8 @@ def train_clip(model, tokenizer, pixel_values: torch.Tensor, captions: list[str]
     model.train()
     for step in range(steps):
         batch = torch.randperm(len(captions), generator=generator)[:batch_size]  # the global batch
-        tokens = tokenizer([augment_caption(captions[int(i)], rng) for i in batch], padding=True, return_tensors="pt")
+        texts = [augment_caption(captions[int(i)], rng) if augment else captions[int(i)] for i in batch]
+        tokens = tokenizer(texts, padding=True, return_tensors="pt")
         mine = slice(rank * local, (rank + 1) * local)  # padded as one batch, then shared out
         out = wrapped(input_ids=tokens.input_ids[mine].to(device), attention_mask=tokens.attention_mask[mine].to(device),
                       pixel_values=pixel_values[batch[mine]].to(device))
