@@ -67,7 +67,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from utils import claims, plotting, runtime, vit, zoo
+from utils import claims, runtime, vit, zoo
 from utils.images import sample_image
 
 runtime.seed_everything(0)
