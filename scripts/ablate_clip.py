@@ -15,7 +15,6 @@ five minutes per variant on one CPU thread.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -70,10 +69,7 @@ def main() -> int:
         record[name] = {"change": change, "steps": args.steps, "seconds": round(time.perf_counter() - start),
                         **evaluate(model, tokenizer)}
         print(name, record[name], flush=True)
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
-    if args.out.parent.resolve() == zoo.entry("clip").local_dir.resolve():
-        zoo.seal(args.out.parent)
-    print(f"saved to {args.out}")
+    print(f"saved to {zoo.save_record(args.out, record)}")
     return 0
 
 

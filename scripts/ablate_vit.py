@@ -18,7 +18,6 @@ a minute and a half per variant on one CPU thread.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -58,10 +57,7 @@ def main() -> int:
                         "held_out_accuracy": round(history.eval_accuracy[-1], 4),
                         "train_accuracy": round(history.train_accuracy[-1], 4)}
         print(name, record[name], flush=True)
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
-    if args.out.parent.resolve() == zoo.entry("vit").local_dir.resolve():
-        zoo.seal(args.out.parent)
-    print(f"saved to {args.out}")
+    print(f"saved to {zoo.save_record(args.out, record)}")
     return 0
 
 

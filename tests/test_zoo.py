@@ -221,3 +221,16 @@ def test_a_full_only_entry_has_no_folder_and_says_what_replaces_it() -> None:
         zoo.ZooEntry("x", "org/x", revision, "x-tiny", "python x.py", "x", tiny_instead="y")
     with pytest.raises(ValueError, match="40-character commit hash"):  # its pin is checked like any other
         zoo.ZooEntry("x", "org/x", "main", "", "", "x", full_only=True, tiny_instead="y")
+
+
+def test_a_record_saved_inside_a_checkpoint_is_sealed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(zoo, "MODELS_DIR", tmp_path)
+    folder = tmp_path / "thing-tiny"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"weights")
+    zoo.seal(folder)
+    zoo.save_record(folder / "ablations.json", {"variant": {"accuracy": 0.5}})
+    sums = (folder / zoo.CHECKSUMS).read_text()
+    assert "ablations.json" in sums and "model.safetensors" in sums
+    outside = zoo.save_record(tmp_path / "elsewhere.json", {"a": 1})  # not in a checkpoint folder: no seal written
+    assert outside.read_text().startswith("{") and not (tmp_path / zoo.CHECKSUMS).exists()

@@ -187,6 +187,18 @@ def seal(folder: Path | str) -> Path:
     return folder / CHECKSUMS
 
 
+def save_record(path: Path | str, record: dict) -> Path:
+    """Write ``record`` as indented JSON to ``path``; a file inside a shipped checkpoint folder
+    (such as an ablation record beside the model) is sealed into that folder's SHA256SUMS."""
+    import json
+
+    path = Path(path)
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    if path.parent.resolve().parent == MODELS_DIR.resolve():
+        seal(path.parent)
+    return path
+
+
 _VERIFIED: set[Path] = set()
 
 
