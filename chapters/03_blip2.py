@@ -379,8 +379,7 @@ print("with _ for the word starts:", [t.replace("Ġ", "_") for t in tokens[Q + 1
 #
 # ## 3.7 A mini BLIP-2 that works offline
 #
-# The tiny model is a real `Blip2ForConditionalGeneration` trained on a CPU by
-# `scripts/train_blip2.py` in three steps:
+# The tiny model is a real `Blip2ForConditionalGeneration`, trained on a CPU in three steps:
 #
 # 1. **A frozen image encoder.** The tiny CLIP's image tower from chapter 2, copied into BLIP's
 #    ViT layout, learns a little more about where things are (chapter 4's patch lesson), then freezes.
@@ -396,15 +395,22 @@ print("with _ for the word starts:", [t.replace("Ġ", "_") for t in tokens[Q + 1
 # (Why Llama-style blocks instead of OPT's? In our trials an OPT-style LM, with its learned
 # absolute positions, did not learn to tie a colour to its shape in the note; with the rotary
 # positions of Llama blocks it did. InstructBLIP, too, swapped OPT for Vicuna, a Llama model.)
-# Here is a scene's note, and what the training recorded:
+# Here is a scene's note, and what each step reached, as recorded next to the model's weights:
 
 # %%
 print(f"scene: {scene.caption}\nnote:  {' '.join(blip2.scene_notes(scene))}")
 training = json.loads((Path(zoo.path("blip2", mode="tiny")) / "training.json").read_text())
-for key in ("patch lesson", "text", "trainable", "bridge steps", "qa", "caption words", "timings (s)"):
-    value = training[key]
-    print(f"{key:>14}: " + (", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in value.items())
-                           if isinstance(value, dict) else f"{value:,}" if isinstance(value, int) else f"{value}"))
+lesson, lm, final, seconds = training["patch lesson"], training["text"], training["qa"], training["timings (s)"]
+kinds = ("count", "colour", "shape", "size", "exists", "relation")  # the LM's record holds its settings too
+print(f"1. image encoder: the patch lesson reads pair {lesson['pair']:.1%}, size {lesson['size']:.1%}, "
+      f"relation {lesson['relation']:.1%} of held-out patches ({seconds['patch lesson'] / 60:.0f} min)")
+print(f"2. frozen LM, {lm['steps']:,} steps, reading true notes: every kind of question at least "
+      f"{min(lm[k] for k in kinds):.1%}, captions {lm['caption']:.1%} ({seconds['text pretraining'] / 60:.0f} min)")
+print(f"3. bridge, {training['bridge steps']:,} steps: {training['trainable']:,} trainable parameters of "
+      f"{training['total']:,} ({seconds['bridge'] / 60:.0f} min)")
+print(f"the finished model, through generate: {final['all']:.1%} of questions right (weakest kind: "
+      f"{min(kinds, key=final.get)}, {min(final[k] for k in kinds):.1%}); {training['caption words']:.1%} of "
+      "caption content words")
 
 # %% [markdown]
 # The note is four small tables. First the objects left to right, as a caption reads them
@@ -412,11 +418,10 @@ for key in ("patch lesson", "text", "trainable", "bridge steps", "qa", "caption 
 # then one group per shape (`circle none none` when there is no circle); then the shape of each
 # colour, in the order red, green, blue, yellow, purple; then, per ordered pair of shapes, where
 # the first lies relative to the second. Together they give every question's answer a fixed
-# slot. In the record, `patch lesson` is what the frozen image encoder knows per patch, `text` is
-# the frozen LM reading *true* notes (teacher-forced accuracy per question kind and for whole
-# captions on held-out scenes) -- the ceiling for what the bridge can reach -- and `qa` and
-# `caption words` are the finished model, through `generate`. `look layer` and `look head` are
-# explained below.
+# slot. The first line is what the frozen image encoder knows per patch. The second is the frozen
+# LM reading *true* notes of held-out scenes (teacher-forced, so each answer word is predicted
+# from the correct words before it): the ceiling for what the bridge can reach. The last line is
+# the finished model reading soft prompts instead, through `generate`.
 #
 # Did the bridge learn to write notes? For each of the 32 soft prompts we look up the
 # vocabulary word whose embedding is closest (cosine similarity) and compare with the true note
@@ -489,12 +494,13 @@ for kind in ("colour", "size", "shape"):
     print(f"{kind:>6}: always the leftmost object is right for {right:.0%}")
 
 # %% [markdown]
-# Our first LM stalled at about these scores, whatever we changed (`scripts/train_blip2.py` lists
-# what was tried). What worked was a hint during its text pretraining: besides the loss on the
-# answer, a second loss $-\log a$, where $a$ is the attention the heads of one block pay, at the
-# position that predicts the answer, to the note slot holding it. `blip2.answer_slot` names that
-# slot: for "What colour is the circle?" it is the circle's colour in the by-shape table. Once the
-# heads looked in the right place, the answers followed.
+# Our first LM stalled at about these scores, whatever we changed: one kind of question at a time,
+# reworded questions, 3 or 8 heads, an OPT-style LM, learning rates from 3e-4 to 2e-3. What worked
+# was a hint during its text pretraining: besides the loss on the answer, a second loss
+# $-\log a$, where $a$ is the attention the heads of one block pay, at the position that predicts
+# the answer, to the note slot holding it. `blip2.answer_slot` names that slot: for "What colour
+# is the circle?" it is the circle's colour in the by-shape table. Once the heads looked in the
+# right place, the answers followed.
 #
 # The finished model reads soft prompts, not a note. Do those heads still look where the answer
 # is? `blip2.answer_attention` runs the frozen LM with its attention weights switched on and

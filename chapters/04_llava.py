@@ -424,19 +424,26 @@ print(instruct.record_turns(instruct.from_caption(scene.caption, 1, image="scene
 # %% [markdown]
 # ## 4.5 A tiny LLaVA, trained on the generated data
 #
-# The tiny model loaded in 4.1 was trained by `scripts/train_llava.py` on the CPU, with the
-# recipe it stores next to its weights:
+# The tiny model loaded in 4.1 was trained on a CPU: LLaVA's two stages, after two steps that
+# prepare the parts a real LLaVA gets ready-made (the vision tower's patch lesson, explained below,
+# and the language model's pretraining on ShapesWorld text). Its record, kept next to the weights:
 
 # %%
 recipe = json.loads((Path(model_path) / "training.json").read_text()) if runtime.MODE == "tiny" else None
 if recipe:
-    print(f"{recipe['train_scenes']:,} training scenes, {recipe['instruction_records']:,} generated instruction records")
-    print("steps:", recipe["steps"])
+    steps, seconds, trainable = recipe["steps"], recipe["seconds"], recipe["trainable_parameters"]
+    print(f"{recipe['train_scenes']:,} training scenes, {recipe['instruction_records']:,} generated instruction "
+          f"records, batches of {recipe['batch_size']}")
+    print(f"before: the patch lesson {steps['patch lesson']:,} steps, text pretraining {steps['text pretraining']:,}")
+    print(f"stage 1: {steps['stage 1']:,} steps training the projector's {trainable['stage 1']['total']:,} parameters")
+    phases = {"stage 2 colour warm-up": "colour warm-up", "stage 2 relation warm-up": "relation warm-up",
+              "stage 2 warm-up": "all-kinds warm-up", "stage 2 focus": "focus", "stage 2": "mixed last part"}
+    print(f"stage 2: {trainable['stage 2']['total']:,} parameters (projector and language model); steps: "
+          + ", ".join(f"{name} {steps[k]:,}" for k, name in phases.items()))
     c, q = recipe["compact_share"], recipe["qa_share"]
-    print(f"stage 2 batches: {c:.0%} compact questions, {(1 - c) * q:.0%} one-word chat questions, "
+    print(f"the last part's batches: {c:.0%} compact questions, {(1 - c) * q:.0%} one-word chat questions, "
           f"{(1 - c) * (1 - q):.0%} instruction records")
-    print("trainable parameters:", recipe["trainable_parameters"])
-    print(f"training time (s, {recipe['threads']} CPU threads):", recipe["seconds"])
+    print(f"{sum(seconds[k] for k in seconds if k != 'variant') / 60:.0f} minutes on {recipe['threads']} CPU threads")
 
 # %% [markdown]
 # Three things beyond LLaVA's recipe were needed before this small model learned to answer about
@@ -446,10 +453,10 @@ if recipe:
 # where. Our 3-block CLIP saw one caption per scene. A linear probe on the patch under each
 # object's centre finds its colour almost perfectly but its shape much less well, and nothing
 # about the other objects: features that do not say which patch shows the circle leave the LLM
-# nothing to look up when asked for the circle's colour. So before stage 1, the script trains
-# the tower's lower layers a little further to predict dense targets at every patch (which
-# colour-shape pair covers it, its size, where its object lies relative to each other shape,
-# `utils/patches.py`), then freezes it. Most relation targets are "none" (background patches,
+# nothing to look up when asked for the circle's colour. So before stage 1, the tower's lower
+# layers train a little further to predict dense targets at every patch (which colour-shape pair
+# covers it, its size, where its object lies relative to each other shape, `utils/patches.py`),
+# and then the tower freezes. Most relation targets are "none" (background patches,
 # shapes that are not in the scene) and easy, so the relation term of that loss counts four
 # times; at equal weight the tower learned the relations of only three object patches in four,
 # and the LLM could not learn to read them. The probe below repeats the centre-patch measurement on
@@ -480,7 +487,8 @@ for name, tower in towers.items():
     else:
         claims.at_most(f"{name}: the probe's shape accuracy (the text says: much less well)", result["shape"], 0.85)
 if recipe:
-    print("the lesson's own held-out per-patch accuracy:", recipe["patch_lesson"]["per_patch_accuracy"])
+    print("the lesson's own held-out per-patch accuracy: "
+          + ", ".join(f"{k} {v:.1%}" for k, v in recipe["patch_lesson"]["per_patch_accuracy"].items()))
 
 # %% [markdown]
 # **A compact warm-up.** In the chat layout the word that names the object ("circle") sits more
@@ -539,8 +547,9 @@ if runtime.MODE == "tiny":
 # %% [markdown]
 # It says "square" far more often than the answer is a square: the shape of the object of a named
 # colour was the look-up the compact phases learned least well, and in the chat layout it mostly
-# collapsed into that one guess. A reader with an hour of CPU to spare can try giving the focus phase
-# more steps (`--focus-steps`) and watch this row.
+# collapsed into that one guess. The focus phase, which spends its steps on the kinds still answered
+# wrongly most often, ran to its limit (the record in 4.5); a longer one, for a reader with an hour
+# of CPU to spare, is the experiment to try, and this row the one to watch.
 #
 # A few answers, with the scenes they are about:
 

@@ -59,6 +59,7 @@ sys.path.insert(0, str(COURSE_ROOT))
 # **Prerequisites**: chapter 2 (CLIP's text encoder); Gaussian distributions; chapter 1's tiny ViT is used as a judge.
 
 # %%
+import json
 import math
 import time
 
@@ -365,15 +366,17 @@ print(f"UNet2DModel with {sum(p.numel() for p in unet.parameters()):,} parameter
 
 # %% [markdown]
 # Good samples take many more steps than a chapter should spend, so the course ships the same
-# UNet trained for longer (`make assets` retrains it, in a few minutes on a CPU). It loads as a
-# `DDPMPipeline`, the way `google/ddpm-cifar10-32` loads in full mode, and the pipeline runs the
-# reverse process with `DDPMScheduler`. On a CPU we let it take 250 evenly spaced steps instead
-# of all 1000.
+# UNet trained for longer, on a CPU (the first line below). It loads as a `DDPMPipeline`, the way
+# `google/ddpm-cifar10-32` loads in full mode, and the pipeline runs the reverse process with
+# `DDPMScheduler`. On a CPU we let it take 250 evenly spaced steps instead of all 1000.
 
 # %%
 dtype = runtime.DTYPE  # float16 in full mode, float32 in tiny mode
 ddpm = DDPMPipeline.from_pretrained(zoo.path("ddpm"), dtype=dtype).to(runtime.DEVICE)
 ddpm.set_progress_bar_config(disable=runtime.MODE == "tiny")  # bars on Colab, where sampling takes long
+if runtime.MODE == "tiny":
+    record = json.loads(Path(zoo.path("ddpm"), "training.json").read_text())
+    print(f"the shipped UNet: {record['steps']:,} training steps, {record['seconds'] / 60:.0f} minutes on a CPU")
 print(f"{type(ddpm.unet).__name__}: {sum(p.numel() for p in ddpm.unet.parameters()):,} parameters, "
       f"{ddpm.unet.config.sample_size} x {ddpm.unet.config.sample_size} pixels; scheduler {type(ddpm.scheduler).__name__} "
       f"with T = {ddpm.scheduler.config.num_train_timesteps}")
@@ -545,7 +548,7 @@ for name, sched in [("DDPM's linear", NoiseSchedule.linear()), ("Stable Diffusio
 # restores it, $x \approx \mathcal{D}(z)$. Diffusion then runs on $z$ instead of $x$: noise $z_t$,
 # denoise with a UNet on latents, and decode only once at the end.
 #
-# The course's tiny Stable Diffusion (the `sd` zoo entry, trained by `make assets`) compresses
+# The course's tiny Stable Diffusion (the `sd` zoo entry, trained on a CPU like the DDPM) compresses
 # $32 \times 32 \times 3$ ShapesWorld images into $8 \times 8 \times 4$ latents. Its pieces are
 # exactly Stable Diffusion's: `AutoencoderKL`, `UNet2DConditionModel`, a CLIP text encoder and
 # tokenizer, and a scheduler, bundled as a `StableDiffusionPipeline`. In full mode the same call
@@ -555,6 +558,10 @@ for name, sched in [("DDPM's linear", NoiseSchedule.linear()), ("Stable Diffusio
 pipe = StableDiffusionPipeline.from_pretrained(zoo.path("sd"), variant="fp16", dtype=dtype, safety_checker=None,
                                                requires_safety_checker=False).to(runtime.DEVICE)
 pipe.set_progress_bar_config(disable=runtime.MODE == "tiny")  # bars on Colab, where sampling takes long
+if runtime.MODE == "tiny":
+    record = json.loads(Path(zoo.path("sd"), "training.json").read_text())
+    print(f"the shipped pipeline: its VAE trained {record['vae_steps']:,} steps, then its latent UNet "
+          f"{record['unet_steps']:,}; {(record['vae_seconds'] + record['unet_seconds']) / 60:.0f} minutes on a CPU")
 for name in ("vae", "unet", "text_encoder"):
     part = getattr(pipe, name)
     print(f"{name:12s} {type(part).__name__:22s} {sum(p.numel() for p in part.parameters()):>13,} parameters")
