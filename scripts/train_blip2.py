@@ -24,6 +24,10 @@ The recipe, every step on the CPU (utils/blip2.py explains the scene notes):
 2. The bridge. Query tokens, Q-Former and projection train (LM and ViT frozen) on captions and
    questions, with the soft prompts in the place of the note: the LM's loss, plus a pull of the
    soft prompt of query k towards the LM's embedding of note word k (``--notes-weight``).
+   ``--stage1-steps N`` first runs BLIP-2's stage 1 on the Q-Former (ITC + ITM + ITG on captions,
+   utils/qformer.py, with text feed-forwards, embeddings and heads added for the stage), records
+   its held-out image-text retrieval, and starts the bridge from the queries it trained. The
+   shipped bridge was trained without it (0); scripts/ablate_blip2.py measures what it changes.
 
 The model is then scored through Blip2Processor and generate on 60 held-out scenes (every
 question; one caption per scene) and saved in float16 only if both accuracies reach 80%
@@ -57,7 +61,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from utils import blip2, patches, runtime, tiny_lm, training, zoo  # noqa: E402
+from utils import blip2, patches, qformer, runtime, tiny_lm, training, zoo  # noqa: E402
 from utils.chat import build_prompt  # noqa: E402
 from utils.shapes import QUESTION_KINDS, ShapesWorld  # noqa: E402
 from utils.tiny_lm import IGNORE_INDEX  # noqa: E402
@@ -65,7 +69,7 @@ from utils.tiny_lm import IGNORE_INDEX  # noqa: E402
 TARGET = 0.80
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "models" / "blip2-tiny")
     parser.add_argument("--cache", type=Path, default=None, help="keep/reuse the vision encoder and LM here")
@@ -82,12 +86,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--look-head", type=int, default=-1, help="LM: that head (-1: the mean of all its heads)")
     parser.add_argument("--caption-share", type=float, default=0.2)
     parser.add_argument("--chat-share", type=float, default=0.15)
+    parser.add_argument("--stage1-steps", type=int, default=0,
+                        help="run BLIP-2's stage 1 (ITC + ITM + ITG on captions) this long before the bridge "
+                             "(the shipped bridge starts from random queries: 0)")
+    parser.add_argument("--stage1-lr", type=float, default=1e-3)
     parser.add_argument("--steps", type=int, default=4000, help="bridge: at most this many steps")
     parser.add_argument("--notes-weight", type=float, default=4.0)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--force", action="store_true", help="save even below the targets")
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
 # --- examples: token ids after the Q image slots, and their labels ----------------------------------
@@ -187,6 +195,11 @@ class Run:
         return self.args.cache / name if self.args.cache else None
 
 
+def check_world() -> ShapesWorld:
+    """300 held-out scenes for the progress checks of every stage."""
+    return ShapesWorld(300, seed=28, split="test")
+
+
 def prepare(args: argparse.Namespace) -> Run:
     """The training and held-out scenes, the tokenizer (cached with the LM), and a fresh model."""
     from transformers import Blip2ForConditionalGeneration, CLIPModel, PreTrainedTokenizerFast
@@ -194,7 +207,7 @@ def prepare(args: argparse.Namespace) -> Run:
     runtime.seed_everything(0)
     train = ShapesWorld(args.train_scenes, seed=5, split="train")
     scenes = train.scenes
-    check = ShapesWorld(300, seed=28, split="test")
+    check = check_world()
     if args.cache:
         args.cache.mkdir(parents=True, exist_ok=True)
     text_cache = args.cache / "text" if args.cache else None
@@ -381,6 +394,100 @@ def text_steps(run: Run, start: float) -> int:
     return step + 1
 
 
+# --- the frozen image encoder's outputs, computed once for stage 1 and the bridge --------------------
+@torch.no_grad()
+def frozen_features(run: Run) -> None:
+    if run.features is None:
+        vision = run.model.vision_model
+        run.features, run.check_features = (
+            torch.cat([vision(pixel_values=x[i:i + 500]).last_hidden_state for i in range(0, len(x), 500)])
+            for x in (run.pixels, run.check_pixels))  # (B, N, E)
+
+
+# --- BLIP-2's stage 1: the Q-Former learns from image-caption pairs (ITC, ITM, ITG) -------------------
+def caption_batch(run: Run, scenes: list, index: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids (B, L) -- <s>, the caption, </s> -- and their padding mask, for the Q-Former's text input."""
+    rows = [[run.tokenizer.bos_token_id, *run.data.words(scenes[i].caption), run.tokenizer.eos_token_id]
+            for i in index]
+    n = max(map(len, rows))
+    ids = torch.full((len(rows), n), run.tokenizer.pad_token_id)
+    mask = torch.zeros_like(ids)
+    for b, row in enumerate(rows):
+        ids[b, :len(row)], mask[b, :len(row)] = torch.tensor(row), 1
+    return ids, mask
+
+
+@torch.no_grad()
+def retrieval(stage1: Any, features: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, captions: list[str],
+              rerank: int = 8) -> dict[str, float]:
+    """Image-to-text and text-to-image recall@1 among held-out pairs, by ITC and by ITM re-ranking ITC's top 8.
+
+    A retrieved caption counts as right when its words equal the true caption's (two scenes can
+    share a caption); ``chance`` is what picking at random would score image-to-text.
+    """
+    stage1.eval()
+    query_feats, text_feat = stage1.contrastive_features(features, ids, mask)
+    sim = qformer.itc_similarity(query_feats, text_feat)  # (N images, N texts)
+    same = torch.tensor([[a == b for b in captions] for a in captions])  # (N, N): caption i == caption j
+    rows = torch.arange(len(captions))
+    i2t = same[rows, sim.argmax(dim=1)].float().mean().item()
+    t2i = same[sim.argmax(dim=0), rows].float().mean().item()
+    top = sim.topk(rerank, dim=1).indices  # (N, k): ITC's shortlist for each image
+    pairs = features.repeat_interleave(rerank, dim=0)
+    match = stage1.match_logits(pairs, ids[top.flatten()], mask[top.flatten()]).softmax(-1)[:, 1]
+    best = top[rows, match.view(-1, rerank).argmax(dim=1)]
+    stage1.train()
+    return {"image->text ITC": round(i2t, 3), "text->image ITC": round(t2i, 3),
+            "image->text ITC+ITM": round(same[rows, best].float().mean().item(), 3),
+            "chance": round(same.float().mean().item(), 3)}
+
+
+def qformer_pretraining(run: Run) -> None:
+    """Stage 1: query tokens and Q-Former (with a text feed-forward, embeddings and three heads) learn from
+    captions under the ITC, ITM and ITG losses of utils/qformer.py; the bridge then starts from them."""
+    args, model = run.args, run.model
+    if args.stage1_steps == 0:
+        return
+    frozen_features(run)
+    config = qformer.QFormerConfig.from_transformers(model.qformer.config, num_query_tokens=run.Q,
+                                                    use_text_input=True, max_position_embeddings=64, embed_dim=64)
+    torch.manual_seed(0)
+    stage1 = qformer.QFormerForPretraining(config)
+    check_scenes = check_world().scenes  # the scenes of run.check_features
+    check_ids, check_mask = caption_batch(run, check_scenes, list(range(len(check_scenes))))
+    check_captions = [s.caption for s in check_scenes]
+    optimizer = torch.optim.AdamW(stage1.parameters(), lr=args.stage1_lr, weight_decay=0.01)
+    lr_schedule = training.ramped_cosine_schedule(optimizer, args.stage1_steps)
+    rng, generator, start = random.Random("stage 1"), torch.Generator().manual_seed(1), time.perf_counter()
+    curve, report = [], {"before": retrieval(stage1, run.check_features, check_ids, check_mask, check_captions)}
+    print(f"[stage 1] held-out retrieval before training {report['before']}", flush=True)
+    stage1.train()
+    for step in range(args.stage1_steps):
+        index = rng.sample(range(len(run.scenes)), args.batch_size)
+        ids, mask = caption_batch(run, run.scenes, index)
+        losses = stage1.stage1_losses(run.features[index], ids, mask, generator)
+        loss = sum(losses.values())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(stage1.parameters(), 1.0)
+        optimizer.step()
+        lr_schedule.step()
+        with torch.no_grad():
+            stage1.temperature.clamp_(0.001, 0.5)  # BLIP-2's bounds on the learned temperature
+        if (step + 1) % 50 == 0:
+            curve.append({"step": step + 1, **{k: round(v.item(), 4) for k, v in losses.items()}})
+        if (step + 1) % 250 == 0 or step + 1 == args.stage1_steps:
+            scores = retrieval(stage1, run.check_features, check_ids, check_mask, check_captions)
+            print(f"[stage 1] step {step + 1} " + " ".join(f"{k} {v.item():.3f}" for k, v in losses.items())
+                  + f"; held-out retrieval {scores} ({time.perf_counter() - start:.0f} s)", flush=True)
+    report.update(steps=args.stage1_steps, temperature=round(stage1.temperature.item(), 4),
+                  after=retrieval(stage1, run.check_features, check_ids, check_mask, check_captions),
+                  distinct_captions=len(set(check_captions)), curve=curve)
+    run.report["stage 1"] = report
+    run.timings["stage 1"] = time.perf_counter() - start
+    qformer.load_into_transformers(stage1.qformer, model)  # stage 2 starts from the queries stage 1 trained
+
+
 # --- stage 2: the bridge (query tokens, Q-Former, projection); ViT and LM frozen ----------------------
 def bridge_batch(run: Run, rng: random.Random) -> list[Row]:
     args, rows = run.args, []
@@ -396,10 +503,7 @@ def bridge_batch(run: Run, rng: random.Random) -> list[Row]:
 def bridge_training(run: Run) -> None:
     """The LM's loss through the soft prompts, plus a pull of soft prompt k towards note word k's embedding."""
     args, model, lm = run.args, run.model, run.model.language_model
-    with torch.no_grad():
-        run.features, run.check_features = (
-            torch.cat([model.vision_model(pixel_values=x[i:i + 500]).last_hidden_state for i in range(0, len(x), 500)])
-            for x in (run.pixels, run.check_pixels))  # (B, N, E)
+    frozen_features(run)
     trainable = [model.query_tokens, *model.qformer.parameters(), *model.language_projection.parameters()]
     run.report["trainable"] = sum(p.numel() for p in trainable)
     run.report["total"] = sum(p.numel() for p in model.parameters())
@@ -434,12 +538,18 @@ def bridge_training(run: Run) -> None:
 
 
 @torch.no_grad()
+def note_word_accuracy(run: Run) -> float:
+    """The share of held-out soft prompts whose nearest LM word embedding is the note word of their slot."""
+    nearest = blip2.nearest_words(run.model, run.tokenizer, blip2.queries_to_prompts(run.model, run.check_features))
+    words = torch.tensor([[run.tokenizer.convert_tokens_to_ids("Ġ" + w) for w in row] for row in nearest])
+    return (words == run.check_notes).float().mean().item()
+
+
+@torch.no_grad()
 def report_bridge(run: Run, step: int, loss_lm: torch.Tensor, loss_notes: torch.Tensor, start: float) -> None:
     """How many soft prompts read back as their note word, and the teacher-forced answers through them."""
     run.model.qformer.eval()
-    nearest = blip2.nearest_words(run.model, run.tokenizer, blip2.queries_to_prompts(run.model, run.check_features))
-    words = torch.tensor([[run.tokenizer.convert_tokens_to_ids("Ġ" + w) for w in row] for row in nearest])
-    slots = (words == run.check_notes).float().mean().item()
+    slots = note_word_accuracy(run)
     scores = probe_on_prompts(run)
     run.model.qformer.train()
     print(f"[bridge] step {step + 1} loss {loss_lm.item():.4f} + notes {loss_notes.item():.4f}; held-out note "
@@ -482,6 +592,7 @@ def main() -> int:
     run = prepare(parse_args())
     patch_lesson(run)
     text_pretraining(run)
+    qformer_pretraining(run)
     bridge_training(run)
     processor, met = evaluate(run)
     if not met and not run.args.force:

@@ -147,3 +147,40 @@ def test_caption_score_compares_content_words_in_order() -> None:
 def test_answer_slot_rejects_other_questions() -> None:
     with pytest.raises(ValueError, match="not a ShapesWorld question"):
         blip2.answer_slot("Why is the sky blue?")
+
+
+class _FixedScores(torch.nn.Module):
+    """Stands in for the stage-1 model: image i's single query and text j's feature are fixed vectors,
+    and ITM says "match" exactly for the pairs listed in ``matches``."""
+
+    def __init__(self, image_feats: torch.Tensor, text_feats: torch.Tensor, matches: set[tuple[int, int]]) -> None:
+        super().__init__()
+        self.image_feats, self.text_feats, self.matches = image_feats, text_feats, matches
+
+    def contrastive_features(self, features, ids, mask):
+        return self.image_feats[features[:, 0, 0].long()].unsqueeze(1), self.text_feats[ids[:, 0]]
+
+    def match_logits(self, features, ids, mask):
+        hit = torch.tensor([(int(i), int(t)) in self.matches for i, t in zip(features[:, 0, 0], ids[:, 0])])
+        return torch.stack([torch.zeros(len(hit)), hit.float() * 10 - 5], dim=1)
+
+
+def test_stage_one_retrieval_counts_a_caption_shared_by_two_scenes_as_right() -> None:
+    """Scenes 0 and 2 share a caption: image 0 retrieving text 2 is right. Chance is the share of equal
+    caption pairs, and ITM re-ranks only within ITC's shortlist."""
+    from scripts.train_blip2 import retrieval
+
+    captions = ["a red circle", "a blue square", "a red circle", "a green triangle"]
+    features = torch.arange(4.0).view(4, 1, 1).expand(4, 1, 2)  # image i is recognised by its index
+    ids = torch.arange(4).view(4, 1)  # text j likewise
+    images = torch.eye(4)
+    images[1, 2] = 0.3  # image 1: its own text first, text 0 second
+    texts = torch.eye(4)[[2, 1, 0, 3]]  # image 0 and 2 swap captions
+    perfect_itm = _FixedScores(images, texts, {(i, i) for i in range(4)})
+    scores = retrieval(perfect_itm, features, ids, torch.ones_like(ids), captions, rerank=2)
+    assert scores["image->text ITC"] == scores["text->image ITC"] == 1.0
+    assert scores["chance"] == round(6 / 16, 3)  # the diagonal and the pair (0, 2) both ways
+    assert scores["image->text ITC+ITM"] == 1.0
+    wrong_itm = _FixedScores(images, texts, {(1, 0)})  # ITM prefers text 0 for image 1, if ITC lets it see it
+    scores = retrieval(wrong_itm, features, ids, torch.ones_like(ids), captions, rerank=2)
+    assert scores["image->text ITC+ITM"] == 0.75  # text 0 is second in image 1's shortlist, and ITM picks it

@@ -19,6 +19,7 @@ from utils.qformer import (
     itg_mask,
     itm_loss,
     itm_mask,
+    load_into_transformers,
     next_token_loss,
     sample_hard_negatives,
     state_dict_from_transformers,
@@ -160,6 +161,48 @@ def test_loading_from_a_blip2_model_copies_the_query_tokens() -> None:
     torch.testing.assert_close(got, expected, atol=2e-6, rtol=1e-5)
     with pytest.raises(ValueError, match="no text feed-forward"):
         ours(None, image, torch.randn(B, 3, config.hidden_size))
+
+
+def _tiny_blip2(config: QFormerConfig):
+    from transformers import Blip2Config, Blip2ForConditionalGeneration, OPTConfig
+
+    return Blip2ForConditionalGeneration(Blip2Config(
+        vision_config=dict(hidden_size=24, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=16, patch_size=8),
+        qformer_config=config.to_transformers().to_dict(),
+        text_config=OPTConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, ffn_dim=32, num_attention_heads=2,
+                              max_position_embeddings=32, word_embed_proj_dim=16),
+        num_query_tokens=config.num_query_tokens, image_token_index=49,
+    )).eval()
+
+
+def test_stage_one_weights_go_into_a_blip2_model() -> None:
+    """Stage 2 starts from stage 1: a QFormer trained with text (text feed-forwards included) is copied
+    into a generation model built without them, and the model's queries then read images exactly as ours."""
+    torch.manual_seed(0)
+    blip2 = _tiny_blip2(QFormerConfig.named("tiny", use_text_input=False))
+    stage1 = QFormer(QFormerConfig.named("tiny", use_text_input=True)).eval()
+    with torch.no_grad():
+        for p in stage1.parameters():
+            p.add_(torch.randn_like(p) * 0.1)  # nothing left at a default value, so a skipped tensor shows
+    load_into_transformers(stage1, blip2)
+    torch.testing.assert_close(blip2.query_tokens, stage1.query_tokens)
+    image = torch.randn(B, 5, 24)
+    with torch.no_grad():
+        expected = stage1(None, image)  # (B, Q, D): queries alone, so the text feed-forward plays no part
+        got = blip2.qformer(query_embeds=blip2.query_tokens.expand(B, -1, -1),
+                            encoder_hidden_states=image).last_hidden_state
+    torch.testing.assert_close(got, expected, atol=2e-6, rtol=1e-5)
+
+
+def test_stage_one_weights_of_another_shape_are_refused() -> None:
+    blip2 = _tiny_blip2(QFormerConfig.named("tiny", use_text_input=False))
+    with pytest.raises(ValueError, match="query tokens"):
+        load_into_transformers(QFormer(QFormerConfig.named("tiny", num_query_tokens=3)), blip2)
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        load_into_transformers(QFormer(QFormerConfig.named("tiny", intermediate_size=32)), blip2)
+    with pytest.raises(TypeError, match="BLIP-2 model"):
+        load_into_transformers(QFormer(QFormerConfig.named("tiny")), blip2.qformer)
 
 
 def test_from_transformers_rejects_what_it_cannot_load() -> None:

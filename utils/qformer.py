@@ -437,6 +437,40 @@ def state_dict_from_transformers(hf_state: dict[str, torch.Tensor]) -> dict[str,
     return ours
 
 
+
+def load_into_transformers(ours: QFormer, model: nn.Module) -> None:
+    """Copy a :class:`QFormer`'s weights into a BLIP-2 model's ``.qformer`` and ``.query_tokens``.
+
+    The way back from :meth:`QFormer.from_transformers`, used to start stage 2 from stage 1. The
+    text feed-forward is left behind when the target has none (BLIP-2's generation models are
+    built without it: stage 2 feeds the Q-Former no text). Every tensor of the target is written.
+    """
+    from transformers import Blip2QFormerModel
+
+    qformer = getattr(model, "qformer", None)
+    if not isinstance(qformer, Blip2QFormerModel) or not hasattr(model, "query_tokens"):
+        raise TypeError(f"expected a BLIP-2 model with .qformer and .query_tokens, got {type(model).__name__}")
+    back = {v: k for k, v in _LAYER_NAMES.items()}
+    target = qformer.state_dict()
+    state = {}
+    for name, tensor in ours.state_dict().items():
+        if name == "query_tokens":
+            continue
+        if name.startswith("layernorm."):
+            state[name] = tensor
+            continue
+        i, module, kind = re.fullmatch(r"layers\.(\d+)\.(.+)\.(weight|bias)", name).groups()
+        hf_name = f"encoder.layer.{i}.{back[module]}.{kind}"
+        if hf_name in target or not module.startswith("text_ffn"):
+            state[hf_name] = tensor
+    if ours.query_tokens.shape != model.query_tokens.shape:
+        raise ValueError(f"query tokens {tuple(ours.query_tokens.shape)} do not fit the model's "
+                         f"{tuple(model.query_tokens.shape)}")
+    qformer.load_state_dict(state, strict=True)  # a missing or misshapen tensor raises here
+    with torch.no_grad():
+        model.query_tokens.copy_(ours.query_tokens)
+
+
 # --- stage 1: three objectives, three masks ----------------------------------------------------
 
 
