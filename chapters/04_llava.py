@@ -210,7 +210,53 @@ print(f"this chapter in full mode on a T4: batches of {llava.full_mode_batch(big
 # bitsandbytes' NF4) and keeps the vision tower, the projector, the embeddings and `lm_head` in
 # float16: the second figure above. Chapter 0's T4 plan gives the whole budget, and the batch sizes
 # full mode uses follow from it.
+
+# %% [markdown]
+# ### LLaVA-1 and LLaVA-1.5: what changed
 #
+# LLaVA-1.5 is the model this chapter loads in full mode, and most of what the chapter says about
+# LLaVA holds for both versions. Five things changed between them (Liu et al., *Improved
+# Baselines*, 2023). The projector became the MLP above. The image side moved from CLIP ViT-L/14
+# at 224 pixels to the same tower at 336 pixels. The language model moved from a Vicuna built on
+# LLaMA to Vicuna v1.5, built on Llama 2. Stage 1 switched caption sets. And stage 2 grew from the
+# 158K generated instructions of section 4.3 to a mixture that adds ShareGPT's text-only
+# conversations and academic data with short answers (VQA, OCR and region-level sets), each
+# question carrying a *response-format prompt* such as "Answer the question using a single word
+# or phrase.", so that the model learns when to be brief instead of answering every benchmark
+# question with a paragraph. The cell counts what the numbers mean for the LLM.
+
+# %%
+D_vision, D_llm = 1024, 4096  # CLIP ViT-L/14 features; Vicuna-7B's embedding width
+with torch.device("meta"):
+    linear_big = torch.nn.Linear(D_vision, D_llm)
+    mlp_big = torch.nn.Sequential(torch.nn.Linear(D_vision, D_llm), torch.nn.GELU(), torch.nn.Linear(D_llm, D_llm))
+versions = {
+    "LLaVA-1": dict(pixels=224, projector=linear_big, stage1=595_000, stage2=158_000,
+                    data="CC3M captions (filtered) / LLaVA-Instruct: conversations, descriptions, reasoning"),
+    "LLaVA-1.5": dict(pixels=336, projector=mlp_big, stage1=558_000, stage2=665_000,
+                      data="LCS-558K (LAION, CC, SBU; BLIP captions) / LLaVA-Instruct + ShareGPT + academic VQA"),
+}
+for name, v in versions.items():
+    tokens = (v["pixels"] // 14) ** 2  # ViT-L/14: one token per 14 x 14 patch
+    params = sum(p.numel() for p in v["projector"].parameters())
+    print(f"{name:<10} {v['pixels']} px -> {tokens} image tokens; projector {params / 1e6:.1f}M parameters; "
+          f"stage 1 {v['stage1'] / 1e3:.0f}K pairs, stage 2 {v['stage2'] / 1e3:.0f}K instructions "
+          f"({(v['stage1'] + v['stage2']) / 1e6:.2f}M in all)\n{'':<11}{v['data']}")
+ratio = ((336 // 14) / (224 // 14)) ** 2
+print(f"336 px instead of 224: {ratio:.2f} times the image tokens per picture, so {ratio:.2f} times the LLM's "
+      f"work on them per layer, and {ratio ** 2:.2f} times the attention scores among them")
+layers = sum(isinstance(m, torch.nn.Linear) for m in model.model.multi_modal_projector.modules())
+print(f"the model loaded in 4.1: {llava.num_image_tokens(config)} image tokens per picture, a projector of "
+      f"{layers} linear layers (the LLaVA-1.5 form)")
+
+# %% [markdown]
+# LLaVA-1.5's 1.22M examples are the "1.2M publicly available data" of its abstract; training the
+# 13B model on them took about a day on one node of eight A100s. The jump from 224 to 336 pixels
+# costs the LLM 2.25 times the image tokens, and going further with the same tower means cutting
+# the picture into sub-images, each costing a full set of image tokens (576 per 336-pixel tile for
+# LLaVA-NeXT; SPHINX does the same with 224-pixel views, section 4.6; exercise 4.4 builds them).
+
+# %% [markdown]
 # ## 4.2 Two training stages and the label mask
 #
 # LLaVA trains in two stages:
@@ -643,12 +689,32 @@ print(f"trainable expert parameters per block: {expert:,} of {sum(p.numel() for 
 #
 # $$\theta_{mix} = \beta\, \theta_a + (1 - \beta)\, \theta_b .$$
 #
-# The tiny checkpoint ships a second copy of stage 2 trained from the same stage-1 weights on the
-# instruction records only (long answers, no one-word QA). We mix the two for several $\beta$ and
-# measure one-word QA accuracy on 20 held-out scenes.
+# The hope is a model with both skills, without training on both kinds of data at once. The tiny
+# checkpoint ships a second copy of stage 2, trained from the same stage-1 weights on the
+# instruction records only: long answers, no one-word QA. So the two models have different
+# skills. The model of 4.5 answers one-word questions; the variant writes descriptions that open,
+# as the records' detailed descriptions do, with a sentence that counts the shapes. For several
+# $\beta$ we measure both skills on 20 held-out scenes: one-word QA accuracy on their questions, and
+# the share of "Describe the image in detail." answers that open in the records' style *and* give
+# the right number of shapes (so the score measures the format as well as the counting). As a
+# rough measure of how far apart the two models are, we also print the distance between their
+# language models' weights relative to the size of those weights.
 
 # %% tags=["nbval-ignore-output"]
+import re
+
 from safetensors.torch import load_file
+from utils.instruct.context import number_word
+
+
+def counts_shapes_right(description, scene):
+    """Does the first sentence open as the records' descriptions do and give the right number of shapes?"""
+    first = description.split(".")[0].lower()
+    if not re.match(r"(the image shows|there are|there is only one|this picture contains)\b", first):
+        return False
+    n = len(scene.objects)
+    return "single" in first or "only one" in first if n == 1 else number_word(n) in first.split()
+
 
 variant_file = Path(model_path) / "variant_descriptions.safetensors"
 if variant_file.exists():  # (the float32 copies below are for the tiny model: 7B parameters would need 26 GiB)
@@ -657,30 +723,72 @@ if variant_file.exists():  # (the float32 copies below are for the tiny model: 7
     theta_b["lm_head.weight"] = theta_b["model.language_model.embed_tokens.weight"]  # tied
     mixer = LlavaForConditionalGeneration(config).to(device).eval()
     mixer.config.image_first = getattr(config, "image_first", True)
-    betas, accuracy = [0.0, 0.25, 0.5, 0.75, 1.0], []
+    betas, accuracy, describes = [0.0, 0.25, 0.5, 0.75, 1.0], [], []
     sweep_scenes = test_scenes[:20]
     for beta in betas:
         mixer.load_state_dict(beyond_projector.mix_state_dicts(theta_a, theta_b, beta))
-        accuracy.append(llava.qa_accuracy(mixer.to(dtype), processor, sweep_scenes)["all"])
-        print(f"beta = {beta:.2f}: QA accuracy {accuracy[-1]:.1%}")
+        mixer.to(dtype)
+        accuracy.append(llava.qa_accuracy(mixer, processor, sweep_scenes)["all"])
+        said = llava.answer_questions(mixer, processor, [s.render() for s in sweep_scenes],
+                                      ["Describe the image in detail."] * len(sweep_scenes), max_new_tokens=40)
+        describes.append(np.mean([counts_shapes_right(d, s) for d, s in zip(said, sweep_scenes)]))
+        print(f"beta = {beta:.2f}: QA accuracy {accuracy[-1]:6.1%}; record-style descriptions with the right count "
+              f"{describes[-1]:6.1%}; e.g. {said[0][:60]!r}")
     claims.at_most("QA accuracy at beta = 0 (the variant never learned one-word answers)", accuracy[0], 0.05)
     claims.at_least("QA accuracy at beta = 1 (the model of 4.5)", accuracy[-1], 0.80)
     claims.holds("QA accuracy grows with beta", all(a <= b for a, b in zip(accuracy, accuracy[1:])))
-    fig, ax = plt.subplots(figsize=(5, 3))
-    ax.plot(betas, accuracy, marker="o")
+    claims.at_least("descriptions that count right at beta = 0", describes[0], 0.9)
+    claims.at_most("descriptions that count right at beta = 1", describes[-1], 0.2)
+    claims.at_most("the better of the two skills at beta = 0.5", max(accuracy[2], describes[2]), 0.5)
+    stage2_steps = sum(n for phase, n in recipe["steps"].items() if phase.startswith("stage 2"))
+    record_steps = recipe["steps"]["stage 2"] * (1 - recipe["compact_share"]) * (1 - recipe["qa_share"])
+    print(f"stage-2 steps from the shared start: the model of 4.5 {stage2_steps:,} (about {record_steps:.0f} of "
+          f"them on records), the variant {recipe['steps']['variant']:,} (all on records); text pretraining "
+          f"before both: {recipe['steps']['text pretraining']:,} steps")
+    lm_keys = [k for k in theta_a if k.startswith("model.language_model.")]
+    gap = torch.sqrt(sum(((theta_a[k] - theta_b[k]) ** 2).sum() for k in lm_keys))
+    size = torch.sqrt(sum((theta_a[k] ** 2).sum() for k in lm_keys))
+    print(f"|theta_QA - theta_records| / |theta_QA| over the language model: {gap / size:.2f}")
+    fig, ax = plt.subplots(figsize=(5.5, 3))
+    ax.plot(betas, accuracy, marker="o", label="one-word QA accuracy")
+    ax.plot(betas, describes, marker="s", label="record-style descriptions, right count")
     ax.set_xlabel(r"$\beta$ (weight of the QA-tuned model)")
-    ax.set_ylabel("one-word QA accuracy")
+    ax.set_ylabel("share right (20 held-out scenes)")
     ax.set_title(r"$\theta_{mix} = \beta\,\theta_{QA} + (1 - \beta)\,\theta_{records}$")
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, 1.05)
+    ax.legend()
     plt.show()
 else:
     print("full mode: no second checkpoint to mix; the tiny model's files include one")
 
 # %% [markdown]
-# Read the curve from right to left: $\beta = 1$ is the model of 4.5; $\beta = 0$ the variant,
-# which never learned one-word answers. Because both started from the same stage-1 weights, the
-# points in between are working models rather than noise, and the curve shows how much of the
-# QA skill survives each share of the other model's weights.
+# Each end keeps its own skill: at $\beta = 0$ the variant describes and cannot answer in a word; at
+# $\beta = 1$ the model of 4.5 answers and has lost the records' descriptions (only its last 2,000
+# stage-2 steps saw records at all, about 150 of them, the second line from the bottom). In between
+# is not the hoped-for mixture. The description skill is gone already at $\beta = 0.25$, while QA
+# climbs slowly: 29% at $\beta = 0.5$, 71% at $\beta = 0.75$. At $\beta = 0.5$ the descriptions
+# are word salad.
+#
+# Averaging can only give both skills when the straight line between the two models keeps the
+# loss low for both, as it does when they stay in one basin around a strong common start. The
+# "model soups" of Wortsman et al. (2022) average copies of one big pretrained model fine-tuned
+# with different settings on the same task. SPHINX pre-trains its LLM on image captions from the
+# web (LAION-400M's alt-texts), trains a copy further on model-written captions (LAION-COCO), and
+# averages the two: one task, two caption styles, two models that stay close. Ours are far apart:
+# the two language models differ by 0.87 of their own size (the last line), and their common start
+# had seen only 600 steps of text. We have not measured the loss along the line, so take the basin
+# as the likely reason rather than a shown one. What the sweep does show is the trade-off mixing is
+# for, and that it can fail outright.
+#
+# Weights are one of three things SPHINX mixes. It also mixes **tasks**, training one model on
+# captions, VQA, grounding and more at once, and **visual embeddings**: the patch features of three
+# frozen encoders (CLIP's ViT-L/14, OpenCLIP's ConvNeXt-XXL and DINOv2) are concatenated along the
+# channel axis before one projector, so the LLM gets the semantics of one encoder and the fine
+# detail of another, and the 32 query outputs of a BLIP-2 Q-Former, projected separately, are
+# appended to the sequence. For high resolution, SPHINX feeds the encoders the whole picture
+# shrunk to their 224-pixel input *and* the four sub-images of a 448-pixel version, each at full
+# detail: every view costs its own set of tokens. Exercise 4.4 builds such views and counts what
+# they cost.
 #
 # ### Tools: a program that calls the models
 #
@@ -765,6 +873,7 @@ fig = plotting.show_images([photo], [plotting.wrap(answer, 40)], columns=1, size
 # - Y. Li et al., *Evaluating Object Hallucination in Large Vision-Language Models* (POPE), 2023, [arXiv:2305.10355](https://arxiv.org/abs/2305.10355).
 # - W. Wang et al., *CogVLM: Visual Expert for Pretrained Language Models*, 2023, [arXiv:2311.03079](https://arxiv.org/abs/2311.03079).
 # - Z. Lin et al., *SPHINX: The Joint Mixing of Weights, Tasks, and Visual Embeddings for Multi-modal Large Language Models*, 2023, [arXiv:2311.07575](https://arxiv.org/abs/2311.07575).
+# - M. Wortsman et al., *Model soups: averaging weights of multiple fine-tuned models improves accuracy without increasing inference time*, 2022, [arXiv:2203.05482](https://arxiv.org/abs/2203.05482).
 # - D. Surís, S. Menon, C. Vondrick, *ViperGPT: Visual Inference via Python Execution for Reasoning*, 2023, [arXiv:2303.08128](https://arxiv.org/abs/2303.08128).
 # - C. Wu et al., *Visual ChatGPT: Talking, Drawing and Editing with Visual Foundation Models*, 2023, [arXiv:2303.04671](https://arxiv.org/abs/2303.04671).
 #
@@ -821,3 +930,55 @@ class RegionChecker(instruct.FactChecker):
 
 
 checks.check_region_checker(RegionChecker)
+
+# %% [markdown]
+# **Exercise 4.4 -- more pixels, more tokens.** LLaVA-1.5 sees every picture at 336 pixels, so
+# small objects and small print are blurred to a few pixels before the language model reads
+# anything. SPHINX and LLaVA-NeXT ("AnyRes") cut a larger image into tiles, encode each tile as an
+# image of its own, and add a *global view*, the whole image shrunk to the encoder's size, which keeps the layout. Write
+# `sub_images(image, grid, size)`: for a PIL image of $W \times H$ pixels and a grid of
+# $g \times g$ tiles, a list of $g^2 + 1$ PIL images of `size` x `size` pixels. First the global
+# view, `image.resize((size, size))`; then the tiles in row-major order (the top row from left to
+# right, then the next row), tile $(r, c)$ being the box from $(\lfloor cW/g \rfloor,
+# \lfloor rH/g \rfloor)$ to $(\lfloor (c+1)W/g \rfloor, \lfloor (r+1)H/g \rfloor)$, resized the
+# same way. Raise a `ValueError` for a grid or a size below 1, and for a grid with more tiles per
+# side than the image has pixels. Then count: each view becomes $(\text{size}/P)^2$ image tokens.
+# Predict first: how many tokens does one picture cost LLaVA (one view at 224 pixels, $P = 14$),
+# LLaVA-1.5 (one view at 336), and a $2 \times 2$ grid with its global view at 336? How much of
+# LLaVA-1.5's context (`big_config.text_config.max_position_embeddings`) does each leave for text?
+
+# %%
+from PIL import Image
+
+
+def sub_images(image: Image.Image, grid: int, size: int) -> list[Image.Image]:
+    raise NotImplementedError
+
+
+checks.check_sub_images(sub_images)
+
+# %% [markdown]
+# **Exercise 4.5 -- does it look? (an experiment).** A held-out accuracy says the model answers
+# well, not how it uses its image tokens. Change the tokens and watch the answers. Write
+# `ablated_answers(model, processor, scenes, how)`: ask every question of every scene (scene by
+# scene, in the order of `scene.questions`, each as `llava.short_question(q.text)` through
+# `llava.answer_questions`) and return the answers, with the image tokens changed by `how`:
+# `"intact"` leaves them alone; `"shuffled"` puts each image's $N$ tokens in the order
+# `torch.randperm(N, generator=torch.Generator().manual_seed(0))`, the same for every image;
+# `"mean"` replaces each of an image's $N$ tokens by the mean of its $N$ tokens; `"swapped"` asks
+# scene $i$'s questions with the image of scene $(i + 1) \bmod n$. Anything else raises a
+# `ValueError`. The place to change the tokens is the projector's output, $(B, N, D)$:
+# `model.model.multi_modal_projector.register_forward_hook(fn)` calls `fn(module, inputs, output)`
+# after each forward pass, and a tensor `fn` returns replaces the output. Remove the hook when you
+# are done (`handle.remove()` in a `finally:` block). The checker reads the tokens the language
+# model receives. Then measure the accuracy by question kind under each condition on 40 of section
+# 4.5's held-out scenes (`test_scenes[:40]`; full mode keeps only 20 of them, so there you get 20).
+# Predict first: which kinds of question survive the
+# shuffle, which the mean token, and what would it mean if `"swapped"` scored as well as `"intact"`?
+
+# %%
+def ablated_answers(model, processor, scenes: list, how: str) -> list[str]:
+    raise NotImplementedError
+
+
+checks.check_ablated_answers(ablated_answers, model, processor)
