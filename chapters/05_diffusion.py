@@ -816,3 +816,85 @@ def posterior_mean(x0: torch.Tensor, x_t: torch.Tensor, t: int, betas: torch.Ten
 
 
 checks.check_posterior_mean(posterior_mean)
+
+# %% [markdown]
+# **Exercise 5.4 -- classifier-free guidance, by hand.** Section 5.7 let the pipeline guide. Now
+# write the two pieces yourself, in the chapter's convention (diffusers' `guidance_scale`: $w = 1$
+# is the plain conditional model; Ho and Salimans' $w'$ is our $w - 1$). First
+# `guided_eps(eps_u, eps_c, w)`: the guided noise estimate $\hat\epsilon$ from the unconditional and
+# the conditional estimates. The checker tests what it must do: return `eps_u` at $w = 0$, `eps_c`
+# at $w = 1$, and change linearly in $w$.
+
+# %%
+def guided_eps(eps_u: torch.Tensor, eps_c: torch.Tensor, w: float) -> torch.Tensor:
+    raise NotImplementedError
+
+
+checks.check_guided_eps(guided_eps)
+
+# %% [markdown]
+# Then the loop, `cfg_sample(unet, scheduler, text_states, null_states, latents, w, steps)`: from the
+# starting latents `latents` (B, 4, h', w') (the latent grid's height and width; $w$ alone is the
+# guidance scale), run `steps` steps of `scheduler` (call
+# `scheduler.set_timesteps(steps)`, loop over `scheduler.timesteps`, and take
+# `scheduler.step(eps, t, x).prev_sample`), with `eps` your guided estimate from the UNet's two
+# estimates, `unet(x, t, encoder_hidden_states=states).sample` with the prompts' text states
+# `text_states` (B, L, D) and with the empty prompt's `null_states`. Return the final latents. The
+# checker compares your loop with a reference on a small random UNet, with PNDM (Stable
+# Diffusion's sampler) and DDIM. Is it safe to guide the latents instead of the noise estimates
+# (step once with each estimate and mix the two results with weights $1 - w$ and $w$)? Decide
+# before you run it, for DDIM; for PNDM, first with the one scheduler object stepped twice per
+# timestep and then with a copy of the scheduler for each branch; and for a sampler that adds
+# fresh noise at every step or clips $\hat x_0$.
+#
+# Then the experiment. With your loop at 25 PNDM steps (as the worked solution does, so your shares
+# can be compared with its) and the pipeline's parts (`pipe.unet`, `pipe.scheduler`,
+# `pipe.vae` to decode `latents / pipe.vae.config.scaling_factor`, and the text states from
+# `pipe.text_encoder` as in section 5.7), draw four samples for each of the 15 prompts at
+# $w = 0, 1, 2, 4, 7.5$ and 15, from the same starting latents at every scale, and measure the share
+# whose colour `diffusion.dominant_colour` reads as requested and the share whose shape `judge`
+# names as requested. Predict first: what share should $w = 0$ give, and does the share keep rising with
+# $w$? And what does `pipe(..., guidance_scale=0)` draw -- the unconditional model?
+
+# %%
+def cfg_sample(unet, scheduler, text_states: torch.Tensor, null_states: torch.Tensor, latents: torch.Tensor,
+               w: float, steps: int) -> torch.Tensor:
+    raise NotImplementedError
+
+
+checks.check_cfg_sample(cfg_sample)
+
+# %% [markdown]
+# **Exercise 5.5 -- predicting v instead of the noise.** The chapter's networks predict the noise
+# $\epsilon$. Stable Diffusion 2's 768-pixel models and many later models predict the *velocity*
+# $v = \sqrt{\bar\alpha_t}\,\epsilon - \sqrt{1 - \bar\alpha_t}\,x_0$ (Salimans and Ho, 2022) and convert.
+# Write `velocity(x0, eps, alpha_bar)`, which returns $v$, and `x0_eps_from_v(x_t, v, alpha_bar)`,
+# which returns the pair $(x_0, \epsilon)$ that $x_t$ and $v$ came from; `alpha_bar` is a tensor
+# shaped (B, 1, 1, 1), so it broadcasts over each image. Your conversion back must also work when
+# $\bar\alpha_t = 0$, where nothing of $x_0$ is left in $x_t$. (Hint: write $(x_t, v)$ as a
+# $2 \times 2$ matrix times $(x_0, \epsilon)$ and look at the matrix.) The checker compares $v$ with
+# diffusers' `DDPMScheduler.get_velocity`.
+#
+# Then derive and measure why anyone would bother. An error $\delta$ in the network's output
+# becomes an error in $\hat x_0$: by how much when the network predicts $\epsilon$, and by how much
+# when it predicts $v$? Print both factors for the shipped DDPM's schedule at the paper's steps
+# $t = 1, 100, 250, 500, 750, 1000$, which are indices $t - 1$ of the schedule's arrays (section 5.1).
+# Predict first: where along the chain is the shipped DDPM's estimate of $x_0$ worst? Then measure
+# it: noise 64 held-out scenes like the DDPM's training data,
+# `ShapesWorld(64, seed=9, split="test", max_objects=1, image_size=32)` scaled to $[-1, 1]$, to each
+# of those steps, and compare the RMS error of the model's $\hat\epsilon$, of the $\hat x_0$ it implies
+# (unclipped), and of simply guessing the average scene. Then follow the error one step further: a
+# DDPM step does not jump to $\hat x_0$ but weighs it in the posterior mean $\tilde\mu_t$ of section
+# 5.4. By how much does an error $\delta$ in $\hat\epsilon$ move $x_{t-1}$, and which samplers would
+# feel the factor you found for $\hat x_0$?
+
+# %%
+def velocity(x0: torch.Tensor, eps: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
+    raise NotImplementedError
+
+
+def x0_eps_from_v(x_t: torch.Tensor, v: torch.Tensor, alpha_bar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    raise NotImplementedError
+
+
+checks.check_v_prediction(velocity, x0_eps_from_v)

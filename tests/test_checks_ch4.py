@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from utils import checks, llava
 
@@ -300,3 +302,207 @@ class Everything(RegionChecker):
 def test_region_checker_names_the_mistake(planted, hint: str) -> None:
     verdict = checks.check_region_checker(planted, quiet=True)
     assert verdict.status == checks.WRONG and hint in verdict.message, verdict.message
+
+
+# --- Exercise 4.4: high-resolution sub-images ----------------------------------------------------------
+
+SUB_IMAGES = solutions.load("04_llava_solutions", "sub_images")["sub_images"]
+
+
+def sub_images_variant(*, global_view: str = "first", filter=None, centre_crop: bool = False, resize_tiles: bool = True,
+                       check_arguments: bool = True, **switches):
+    """The checker's reference with one slip: the tile boxes of checks.ch4._tile_boxes, or the global view's."""
+    from PIL import Image
+
+    from utils.checks.ch4 import _tile_boxes
+
+    def planted(image, grid, size):
+        W, H = image.size
+        if check_arguments and (grid < 1 or size < 1 or grid > min(W, H)):
+            raise ValueError("bad grid or size")
+        tiles = [image.crop(box) for box in _tile_boxes(W, H, grid, **switches)]
+        tiles = [t.resize((size, size)) for t in tiles] if resize_tiles else tiles
+        whole = image
+        if centre_crop:
+            side = min(W, H)
+            whole = image.crop(((W - side) // 2, (H - side) // 2, (W - side) // 2 + side, (H - side) // 2 + side))
+        whole = whole.resize((size, size)) if filter is None else whole.resize((size, size), filter)
+        return {"first": [whole] + tiles, "last": tiles + [whole], "none": tiles}[global_view]
+    return planted
+
+
+def test_sub_images_checker_passes_the_solution(capsys: pytest.CaptureFixture) -> None:
+    assert checks.check_sub_images(SUB_IMAGES).passed
+    assert "✅ Exercise 4.4 (sub_images): passed" in capsys.readouterr().out
+    assert checks.check_sub_images(sub_images_variant(), quiet=True).passed
+
+
+def test_sub_images_checker_says_not_attempted() -> None:
+    assert checks.check_sub_images(not_attempted, quiet=True).status == checks.NOT_ATTEMPTED
+
+
+def test_sub_images_solution_tiles_put_back_together_give_the_image() -> None:
+    from PIL import Image
+
+    from utils.checks.ch4 import _noise_image
+
+    image = _noise_image(90, 90, 7)
+    views = SUB_IMAGES(image, 3, 30)
+    canvas = Image.new("RGB", (90, 90))
+    for k, tile in enumerate(views[1:]):
+        canvas.paste(tile, ((k % 3) * 30, (k // 3) * 30))
+    assert canvas.tobytes() == image.tobytes()
+    assert views[0].tobytes() == image.resize((30, 30)).tobytes()
+
+
+def reversed_tiles(image, grid, size):
+    views = SUB_IMAGES(image, grid, size)
+    return views[:1] + views[1:][::-1]
+
+
+@pytest.mark.parametrize("planted, hint", [
+    (sub_images_variant(column_major=True), "column-major"),
+    (sub_images_variant(swap_wh=True), "(width, height)"),
+    (sub_images_variant(extra=-1), "not one pixel before it"),
+    (sub_images_variant(extra=1), "not one pixel after it"),
+    (sub_images_variant(fixed_width=True), "W % grid"),
+    (sub_images_variant(global_view="none"), "only the"),
+    (sub_images_variant(global_view="last"), "you put it last"),
+    (sub_images_variant(centre_crop=True), "centre crop"),
+    (sub_images_variant(filter=Image.Resampling.BILINEAR), "BILINEAR filter"),
+    (sub_images_variant(resize_tiles=False), "raw"),
+    (sub_images_variant(check_arguments=False), "raise a ValueError"),
+    (reversed_tiles, "put back together"),
+    (lambda image, grid, size: [np.asarray(v) for v in SUB_IMAGES(image, grid, size)], "return PIL images"),
+    (lambda image, grid, size: iter(SUB_IMAGES(image, grid, size)), "return a list of PIL images"),
+    (lambda image, grid, size: SUB_IMAGES(image, grid, size)[:-1], "expected"),
+    (lambda image, grid, size: [v.resize((size + 1, size + 1)) for v in SUB_IMAGES(image, grid, size)], "resize every view"),
+    (lambda image, grid, size: [SUB_IMAGES(image, grid, size)[1]] + SUB_IMAGES(image, grid, size)[1:], "one of the tiles"),
+])
+def test_sub_images_checker_names_the_mistake(planted, hint: str) -> None:
+    verdict = checks.check_sub_images(planted, quiet=True)
+    assert verdict.status == checks.WRONG and hint in verdict.message, verdict.message
+
+
+# --- Exercise 4.5: ablating the image tokens ---------------------------------------------------------
+
+
+ABLATED_ANSWERS = solutions.load("04_llava_solutions", "ablated_answers")["ablated_answers"]
+
+
+@pytest.fixture(scope="module")
+def tiny_llava():
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+    from utils import zoo
+
+    folder = zoo.path("llava", mode="tiny")
+    return LlavaForConditionalGeneration.from_pretrained(folder, dtype=torch.float32).eval(), \
+        AutoProcessor.from_pretrained(folder)
+
+
+def ablation_variant(*, change=None, pictures=None, keep_hook: bool = False, check_how: bool = True,
+                     ask=lambda q: llava.short_question(q.text)):
+    """An ablated_answers with one slip: ``change(how, features)`` replaces the projector's output,
+    ``pictures(how, scenes)`` chooses each question's image (one per question)."""
+    def planted(model, processor, scenes, how):
+        if check_how and how not in ("intact", "shuffled", "mean", "swapped"):
+            raise ValueError(how)
+        from utils.checks.ch4 import _ablate, _ablation_questions
+
+        shown = pictures(how, scenes) if pictures else _ablation_questions(scenes, how)[0]
+        handle = model.model.multi_modal_projector.register_forward_hook(
+            lambda module, inputs, out: (change or _ablate)(out, how) if how != "swapped" else None)
+        try:
+            return llava.answer_questions(model, processor, shown, [ask(q) for s in scenes for q in s.questions])
+        finally:
+            if not keep_hook:
+                handle.remove()
+    return planted
+
+
+def changed(**by_how):
+    """A change of the projector's output for some ``how``s, the right one for the others."""
+    from utils.checks.ch4 import _ablate
+
+    return lambda out, how: by_how[how](out) if how in by_how else _ablate(out, how)
+
+
+def per_question_pictures(shift):
+    def pictures(how, scenes):
+        shown = [s.render() for s in scenes for _ in s.questions]
+        return shown[shift:] + shown[:shift] if how == "swapped" else shown
+    return pictures
+
+
+def scene_pictures(pick):
+    def pictures(how, scenes):
+        n = len(scenes)
+        return [scenes[pick(i, n) if how == "swapped" else i].render() for i, s in enumerate(scenes) for _ in s.questions]
+    return pictures
+
+
+@pytest.mark.slow
+def test_ablation_checker_passes_the_solution(tiny_llava, capsys: pytest.CaptureFixture) -> None:
+    model, processor = tiny_llava
+    assert checks.check_ablated_answers(ABLATED_ANSWERS, model, processor).passed
+    assert "✅ Exercise 4.5 (ablated_answers): passed" in capsys.readouterr().out
+    assert checks.check_ablated_answers(ablation_variant(), model, processor, quiet=True).passed
+    assert not model.model.multi_modal_projector._forward_hooks
+
+
+def test_ablation_checker_says_not_attempted(tiny_llava) -> None:
+    assert checks.check_ablated_answers(not_attempted, *tiny_llava, quiet=True).status == checks.NOT_ATTEMPTED
+
+
+def test_ablation_checker_reads_every_question_s_image_tokens(tiny_llava) -> None:
+    from utils.checks.ch4 import _ablation_scenes, _ImageTokens, _intact_features
+
+    model, processor = tiny_llava
+    scenes = _ablation_scenes()
+    with _ImageTokens(model) as seen:
+        ABLATED_ANSWERS(model, processor, scenes, "mean")
+    features = _intact_features(model, processor, scenes)
+    owner = [i for i, s in enumerate(scenes) for _ in s.questions]
+    assert len(seen.rows) == len(owner) and seen.rows[0].shape == features[0].shape == (llava.num_image_tokens(model.config),
+                                                                                   features[0].shape[1])
+    for k, row in enumerate(seen.rows):
+        torch.testing.assert_close(row, features[owner[k]].mean(0, keepdim=True).expand_as(row), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_ablation_checker_passes_the_solution_in_half_precision(tiny_llava) -> None:
+    model, processor = tiny_llava
+    try:
+        assert checks.check_ablated_answers(ABLATED_ANSWERS, model.half(), processor, quiet=True).passed
+    finally:
+        model.float()
+
+
+@pytest.mark.parametrize("planted, hint", [
+    (ablation_variant(keep_hook=True), "still in place"),
+    (ablation_variant(change=changed(shuffled=lambda f: f[:, :, checks.ch4.ablation_permutation(f.shape[2])])),
+     "inside each token (dim 2)"),
+    (ablation_variant(change=changed(shuffled=lambda f: torch.stack([x[torch.randperm(len(x))] for x in f]))),
+     "not by the exercise's permutation"),
+    (ablation_variant(change=changed(shuffled=lambda f: f.flip(0))), "whole images changed places"),
+    (ablation_variant(change=changed(shuffled=lambda f: f)), "unchanged"),
+    (ablation_variant(pictures=per_question_pictures(0)), "its own scene's image"),
+    (ablation_variant(change=changed(mean=lambda f: f.mean(dim=-1, keepdim=True).expand_as(f))), "D numbers of each token"),
+    (ablation_variant(change=changed(mean=lambda f: f.mean(dim=0, keepdim=True).expand_as(f))), "images of the batch (dim 0)"),
+    (ablation_variant(change=changed(mean=lambda f: f.mean(dim=(0, 1), keepdim=True).expand_as(f))), "mixes in other images"),
+    (ablation_variant(change=changed(mean=lambda f: f.mean(dim=1, keepdim=True))), "(B, N, D)"),
+    (ablation_variant(change=changed(intact=lambda f: f * 0.5), pictures=None), "as the projector made them"),
+    (ablation_variant(pictures=scene_pictures(lambda i, n: (i - 1) % n)), "previous scene"),
+    (ablation_variant(pictures=scene_pictures(lambda i, n: min(i + 1, n - 1))), "wrap around"),
+    (ablation_variant(pictures=per_question_pictures(1)), "most questions still saw their own scene"),
+    (ablation_variant(ask=lambda q: q.text), "llava.short_question"),
+    (ablation_variant(check_how=False), "raise a ValueError"),
+    (lambda *args: ABLATED_ANSWERS(*args)[:-1], "answers: ask every question"),
+    (lambda *args: "; ".join(ABLATED_ANSWERS(*args)), "list of strings"),
+])
+def test_ablation_checker_names_the_mistake(tiny_llava, planted, hint: str) -> None:
+    model, processor = tiny_llava
+    verdict = checks.check_ablated_answers(planted, model, processor, quiet=True)
+    assert verdict.status == checks.WRONG and hint in verdict.message, verdict.message
+    assert not model.model.multi_modal_projector._forward_hooks, "the checker leaves the model without hooks"

@@ -29,14 +29,15 @@ from utils.checks.ch2 import (
     check_clip_loss_floor, check_ensemble_class_embeddings,
 )
 from utils.checks.ch3 import (
-    check_itg_mask, check_build_prompt, check_cross_attention,
+    check_itg_mask, check_build_prompt, check_cross_attention, check_itc_similarity, check_splice_prompts,
 )
 from utils.checks.ch4 import (
     check_spatial_questions, check_mask_labels, REGION_PATTERN, check_region_checker, _mask_reference,
-    _region_claim,
+    _region_claim, check_sub_images, check_ablated_answers,
 )
 from utils.checks.ch5 import (
-    check_q_sample, check_cosine_alpha_bars, check_posterior_mean,
+    check_q_sample, check_cosine_alpha_bars, check_posterior_mean, check_guided_eps, check_cfg_sample,
+    check_v_prediction,
 )
 from utils.checks.ch6 import (
     check_loc_tokens, check_prefix_lm_mask, check_iou, check_min_bins, check_caption_recall,

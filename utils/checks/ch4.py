@@ -343,3 +343,430 @@ def check_region_checker(checker_class: Any, quiet: bool = False) -> Verdict:
                "check_text does not report the region problem: make sure CHECKS lists 'regions'")
 
     return run_check("4.3 (RegionChecker)", test, quiet=quiet)
+
+
+# --- Exercise 4.4: high-resolution sub-images (SPHINX, LLaVA-NeXT's AnyRes) ----------------------------
+
+def _tile_boxes(width: int, height: int, grid: int, *, column_major: bool = False, swap_wh: bool = False,
+                fixed_width: bool = False, extra: int = 0) -> list[tuple[int, int, int, int]]:
+    """Exercise 4.4's crop boxes (left, upper, right, lower), row-major -- and, with a switch on, each mistake."""
+    W, H = (height, width) if swap_wh else (width, height)
+    cells = [(r, c) for c in range(grid) for r in range(grid)] if column_major else \
+            [(r, c) for r in range(grid) for c in range(grid)]
+    boxes = []
+    for r, c in cells:
+        if fixed_width:  # every tile W // grid wide: the last W % grid columns are lost
+            w, h = W // grid, H // grid
+            left, upper, right, lower = c * w, r * h, (c + 1) * w, (r + 1) * h
+        else:
+            left, upper, right, lower = c * W // grid, r * H // grid, (c + 1) * W // grid, (r + 1) * H // grid
+        boxes.append((left, upper, right + extra, lower + extra))
+    return boxes
+
+
+def _sub_images_reference(image: Any, grid: int, size: int, **switches: Any) -> list:
+    """Exercise 4.4's answer: the global view, then the grid x grid tiles in row-major order, all size x size."""
+    tiles = [image.crop(box).resize((size, size)) for box in _tile_boxes(*image.size, grid, **switches)]
+    return [image.resize((size, size))] + tiles
+
+
+def _noise_image(width: int, height: int, seed: int) -> Any:
+    """Random RGB pixels: every crop and every resize of them is different from every other."""
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.random.default_rng(seed).integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+    return Image.fromarray(pixels)
+
+
+def _same_pixels(a: Any, b: Any) -> bool:
+    import numpy as np
+
+    return a.size == b.size and np.array_equal(np.asarray(a.convert("RGB")), np.asarray(b.convert("RGB")))
+
+
+def _sub_image_cases() -> list[tuple[Any, int, int]]:
+    """(image, grid, size): square and oblong images, sizes that divide evenly and sizes that do not."""
+    from utils.shapes import make_scene
+
+    return [
+        (_noise_image(96, 96, 0), 2, 48),  # tiles are exact crops: put back together they give the image
+        (_noise_image(96, 96, 1), 3, 32),
+        (_noise_image(120, 80, 2), 2, 40),  # oblong: each 60 x 40 tile is squeezed to 40 x 40
+        (_noise_image(65, 50, 3), 2, 32),  # 65 = 32 + 33: the tiles differ by a pixel
+        (_noise_image(70, 100, 4), 3, 24),
+        (make_scene(3, seed=44).render(), 2, 64),  # a ShapesWorld scene, each quarter enlarged to 64 x 64
+        (_noise_image(40, 40, 5), 1, 20),  # grid 1: the one tile is the whole image again
+    ]
+
+
+def _all_same(got: list, want: list) -> bool:
+    return len(got) == len(want) and all(_same_pixels(g, w) for g, w in zip(got, want))
+
+
+def _global_view_problem(view: Any, image: Any, size: int, tiles: list, where: str) -> str:
+    """Why ``view``, which is not ``image.resize((size, size))``, is the wrong global view."""
+    from PIL import Image
+
+    W, H = image.size
+    side = min(W, H)
+    centre = image.crop(((W - side) // 2, (H - side) // 2, (W - side) // 2 + side, (H - side) // 2 + side))
+    if _same_pixels(view, centre.resize((size, size))):
+        return (f"{where} the global view is a centre crop: it should be the whole image resized to size x size "
+                "(squeezed when the image is not square), so nothing is cut off")
+    for name in ("NEAREST", "BILINEAR", "LANCZOS", "BOX", "HAMMING"):
+        if _same_pixels(view, image.resize((size, size), getattr(Image.Resampling, name))):
+            return (f"the global view was resized with the {name} filter: use image.resize((size, size)), PIL's "
+                    "default, for the global view and the tiles alike")
+    if any(_same_pixels(view, t) for t in tiles):
+        return "view 0 is one of the tiles: the global view, the whole image resized, comes first"
+    return f"{where} the global view differs from image.resize((size, size)): it is the whole image, resized"
+
+
+def _tiles_problem(got: list, image: Any, grid: int, size: int, where: str) -> str:
+    """Why ``got``, which are not the reference tiles, are wrong: a named slip if they match one."""
+    from PIL import Image
+
+    W, H = image.size
+    mistakes = [
+        ({"column_major": True}, "the tiles are in column-major order (down the first column first): read them "
+                                 "row-major, left to right along the top row, then the next row -- the order the "
+                                 "model was trained to read"),
+        ({"swap_wh": True}, "image.size is (width, height), not (height, width): on an oblong image your tiles come "
+                            "from the wrong boxes"),
+        ({"extra": -1}, "off by one: PIL's crop box (left, upper, right, lower) leaves out right and lower already, "
+                        "so tile c ends at (c + 1) * W // grid, not one pixel before it (your tiles lose their last "
+                        "column and row)"),
+        ({"extra": 1}, "off by one: PIL's crop box (left, upper, right, lower) leaves out right and lower, so tile c "
+                       "ends at (c + 1) * W // grid, not one pixel after it (your tiles overlap)"),
+        ({"fixed_width": True}, f"with W = {W} and grid = {grid}, tiles W // grid pixels wide leave the last W % grid "
+                                "columns (and rows) out: put tile c's edges at c * W // grid and (c + 1) * W // grid, "
+                                "so the tiles cover the whole image"),
+    ]
+    for switches, hint in mistakes:
+        if _all_same(got, _sub_images_reference(image, grid, size, **switches)[1:]):
+            return hint
+    if grid * size == W == H:  # tiles that need no resizing: put back together, they are the image
+        canvas = Image.new("RGB", (W, H))
+        for k, tile in enumerate(got):
+            canvas.paste(tile.convert("RGB"), ((k % grid) * size, (k // grid) * size))
+        if not _same_pixels(canvas, image):
+            return (f"{where} each tile is an exact {size} x {size} crop, but put back together (row by row) your "
+                    "tiles do not reproduce the image: tile (r, c) is image.crop((c * W // grid, r * H // grid, "
+                    "(c + 1) * W // grid, (r + 1) * H // grid))")
+    tiles = _sub_images_reference(image, grid, size)[1:]
+    k = next(k for k, (g, w) in enumerate(zip(got, tiles)) if not _same_pixels(g, w))
+    return (f"{where} tile {k} (row {k // grid}, column {k % grid}) differs from "
+            f"image.crop({_tile_boxes(W, H, grid)[k]}).resize(({size}, {size}))")
+
+
+def check_sub_images(sub_images: Callable, quiet: bool = False) -> Verdict:
+    """Exercise 4.4: the global view and the grid x grid tiles of an image, each resized to size x size.
+
+    ``sub_images(image, grid, size)`` takes a PIL image of W x H pixels and returns a list of
+    ``grid * grid + 1`` PIL images: first the whole image resized with ``image.resize((size, size))``,
+    then the tiles in row-major order (left to right along the top row, then the next row), tile
+    (r, c) being ``image.crop((c * W // grid, r * H // grid, (c + 1) * W // grid, (r + 1) * H // grid))``
+    resized the same way. A grid or a size below 1, or a grid with more tiles per side than the
+    image has pixels, raises a ``ValueError``.
+    """
+    from PIL import Image
+
+    def views_of(image: Any, grid: int, size: int) -> list:
+        got = sub_images(image.copy(), grid, size)
+        expect(isinstance(got, (list, tuple)), f"return a list of PIL images (the global view, then the tiles), got "
+                                               f"{type(got).__name__}")
+        for k, view in enumerate(got):
+            expect(isinstance(view, Image.Image), f"view {k} is a {type(view).__name__}: return PIL images, as "
+                                                  "image.crop(...).resize(...) gives them")
+        return list(got)
+
+    def test() -> None:
+        for image, grid, size in _sub_image_cases():
+            W, H = image.size
+            got, want = views_of(image, grid, size), _sub_images_reference(image, grid, size)
+            where = f"for a {W} x {H} image, grid={grid}, size={size}"
+            if _all_same(got, want[1:]):
+                raise Wrong(f"{where} you returned only the {grid * grid} tiles: the global view, the whole image "
+                            "resized to size x size, comes first -- it is what keeps the layout of the whole scene")
+            expect(len(got) == len(want), f"{where} expected {len(want)} views (the global view and {grid} x {grid} "
+                                          f"tiles), got {len(got)}")
+            raw = [image.crop(box).size for box in _tile_boxes(W, H, grid)]
+            for k, view in enumerate(got):
+                if k > 0 and view.size != (size, size) and view.size == raw[k - 1]:
+                    raise Wrong(f"{where} tile {k - 1} is the raw {view.size[0]} x {view.size[1]} crop: resize every "
+                                "tile to size x size, the one input size the image encoder takes")
+                expect(view.size == (size, size), f"{where} view {k} is {view.size[0]} x {view.size[1]} pixels: "
+                                                  f"resize every view to size x size = {size} x {size}")
+            if _all_same(got, want):
+                continue
+            if _all_same(got[-1:] + got[:-1], want):
+                raise Wrong("the global view comes first, then the tiles (you put it last)")
+            if not _same_pixels(got[0], want[0]):
+                raise Wrong(_global_view_problem(got[0], image, size, want[1:], where))
+            if not _all_same(got[1:], want[1:]):
+                raise Wrong(_tiles_problem(got[1:], image, grid, size, where))
+        image = _noise_image(64, 48, 6)
+        for grid, size in ((0, 32), (-1, 32), (2, 0), (49, 32)):
+            try:
+                sub_images(image.copy(), grid, size)
+            except ValueError:
+                continue
+            raise Wrong(f"sub_images(image of 64 x 48, grid={grid}, size={size}) returned without complaint: raise a "
+                        "ValueError for a grid or a size below 1, and for a grid with more tiles per side than the "
+                        "image has pixels")
+
+    return run_check("4.4 (sub_images)", test, quiet=quiet)
+
+
+# --- Exercise 4.5: does the tiny LLaVA look? Ablating the image tokens --------------------------------
+
+ABLATIONS = ("intact", "shuffled", "mean", "swapped")
+
+
+def ablation_permutation(n: int) -> torch.Tensor:
+    """The fixed order exercise 4.5 shuffles an image's n tokens into."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(0))
+
+
+def _ablate(features: torch.Tensor, how: str) -> torch.Tensor:
+    """The projector's output (B, N, D) as exercise 4.5's ``how`` changes it ("swapped" changes the images instead)."""
+    if how == "shuffled":
+        return features[:, ablation_permutation(features.shape[1]).to(features.device)]  # (B, N, D), N reordered
+    if how == "mean":
+        return features.mean(dim=1, keepdim=True).expand_as(features)  # (B, N, D), every token the image's mean
+    return features
+
+
+def _ablation_questions(scenes: list, how: str) -> tuple[list, list[str]]:
+    """One (image, question) pair per question of every scene, in order; "swapped" shows scene i + 1's image."""
+    from utils import llava
+
+    images = [s.render() for s in scenes]
+    if how == "swapped":
+        images = images[1:] + images[:1]
+    pairs = [(image, llava.short_question(q.text)) for s, image in zip(scenes, images) for q in s.questions]
+    return [image for image, _ in pairs], [question for _, question in pairs]
+
+
+def _ablated_reference(model: Any, processor: Any, scenes: list, how: str) -> list[str]:
+    """Exercise 4.5's answer: the model's answers with the image tokens changed by a hook on the projector."""
+    from utils import llava
+
+    handle = model.model.multi_modal_projector.register_forward_hook(lambda module, inputs, out: _ablate(out, how))
+    try:
+        return llava.answer_questions(model, processor, *_ablation_questions(scenes, how))
+    finally:
+        handle.remove()
+
+
+class _ImageTokens:
+    """Records the image positions of what the language model reads, question by question, at each prompt's first step.
+
+    Two pre-hooks: one on ``LlavaModel`` keeps the prompt's token ids, one on its language model reads
+    the embeddings it is given; the rows at the ``<image>`` ids are the image tokens, after any change
+    a learner's hook made to the projector's output.
+    """
+
+    def __init__(self, model: Any) -> None:
+        self.model, self.rows, self._ids = model, [], None
+        config = model.config
+        self.image_id = getattr(config, "image_token_id", None)
+        self.image_id = config.image_token_index if self.image_id is None else self.image_id
+
+    def _keep_ids(self, module: Any, args: tuple, kwargs: dict) -> None:
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        self._ids = ids if isinstance(ids, torch.Tensor) and ids.ndim == 2 and ids.shape[1] > 1 else None
+
+    def _read_embeds(self, module: Any, args: tuple, kwargs: dict) -> None:
+        embeds = kwargs.get("inputs_embeds")
+        if self._ids is None or embeds is None or tuple(embeds.shape[:2]) != tuple(self._ids.shape):
+            return
+        mask = self._ids == self.image_id  # (B, L)
+        # (N, D) each, in the model's dtype: for LLaVA-1.5, 44 questions x 576 tokens x 4,096 numbers, 0.2 GB in float16
+        self.rows += [embeds[b][mask[b]].detach().cpu() for b in range(len(embeds)) if mask[b].any()]
+        self._ids = None
+
+    def __enter__(self) -> "_ImageTokens":
+        inner = self.model.model
+        self._handles = [inner.register_forward_pre_hook(self._keep_ids, with_kwargs=True),
+                         inner.language_model.register_forward_pre_hook(self._read_embeds, with_kwargs=True)]
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
+def _watched_modules(model: Any) -> list:
+    inner = model.model
+    return [inner.multi_modal_projector, inner.vision_tower, inner.language_model, inner, model]
+
+
+def _hooks(model: Any) -> set[tuple[int, int]]:
+    """Every forward hook and pre-hook on the modules a learner might hook, as (module, hook id) pairs."""
+    return {(id(m), key) for m in _watched_modules(model) for d in (m._forward_hooks, m._forward_pre_hooks) for key in d}
+
+
+def _remove_new_hooks(model: Any, before: set[tuple[int, int]]) -> bool:
+    """Remove hooks added since ``before``; True if there were any."""
+    found = False
+    for m in _watched_modules(model):
+        for d in (m._forward_hooks, m._forward_pre_hooks):
+            for key in [k for k in d if (id(m), k) not in before]:
+                del d[key]
+                found = True
+    return found
+
+
+def _intact_features(model: Any, processor: Any, scenes: list) -> list[torch.Tensor]:
+    """Each scene's image tokens (N, D) as the language model reads them untouched (one prompt per scene, one forward)."""
+    from utils import llava
+
+    prompt = processor.apply_chat_template([llava.user_message("What is in the image?")], add_generation_prompt=True)
+    inputs = processor(images=[s.render() for s in scenes], text=[prompt] * len(scenes), return_tensors="pt",
+                       padding=True).to(model.device)
+    inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)  # (B, C, H, W)
+    with torch.no_grad(), _ImageTokens(model) as seen:
+        model.model(**inputs)
+    return [row.float() for row in seen.rows]
+
+
+def _diagnose_tokens(how: str, rows: list[torch.Tensor], owner: list[int], features: list[torch.Tensor],
+                     tol: tuple[float, float]) -> str | None:
+    """What is wrong with the image tokens the language model read (None: they are right)."""
+    n = len(features)
+
+    def close(a: torch.Tensor, b: torch.Tensor) -> bool:
+        return a.shape == b.shape and bool(torch.allclose(a.float(), b.float(), atol=tol[0], rtol=tol[1]))
+
+    def all_rows(expected: Callable[[int], torch.Tensor]) -> bool:
+        return all(close(r, expected(k)) for k, r in enumerate(rows))
+
+    source = (lambda k: (owner[k] + 1) % n) if how == "swapped" else (lambda k: owner[k])
+    if all_rows(lambda k: _ablate(features[source(k)][None], how)[0]):
+        return None
+    if how == "swapped" and all_rows(lambda k: features[owner[k]]):
+        return "every question saw its own scene's image: ask scene i's questions with the image of scene (i + 1) % n"
+    if how != "intact" and all_rows(lambda k: features[owner[k]]):
+        return (f'with how="{how}" the language model read every image\'s tokens unchanged: change the projector\'s '
+                "output with a forward hook that returns the new tensor")
+    if how == "intact":
+        return ('with how="intact" the image tokens must reach the language model as the projector made them; yours '
+                "were changed (is a hook from an earlier call still in place?)")
+    if how == "swapped":
+        if all_rows(lambda k: features[(owner[k] - 1) % n]):
+            return "scene i's questions saw the previous scene's image: use the next one, scene (i + 1) % n"
+        if all_rows(lambda k: features[min(owner[k] + 1, n - 1)]):
+            return "wrap around: the last scene's questions are asked with the first scene's image"
+        if sum(close(r, features[owner[k]]) for k, r in enumerate(rows)) > len(rows) // 2:
+            return ("most questions still saw their own scene: swap whole scenes (every question about scene i is "
+                    "asked with scene (i + 1) % n's image), not the list of questions shifted by one")
+        return "scene i's questions should be asked with scene (i + 1) % n's image, unchanged"
+    N = rows[0].shape[0]
+    if how == "shuffled":
+        if all(close(r.float().sort(dim=1).values, features[owner[k]].sort(dim=1).values) for k, r in enumerate(rows)):
+            return ("you shuffled the D numbers inside each token (dim 2); shuffle the N tokens of each image "
+                    "(dim 1), keeping each token whole")
+        if all(close(r.float().sort(dim=0).values, features[owner[k]].sort(dim=0).values) for k, r in enumerate(rows)):
+            return (f"the tokens were reordered, but not by the exercise's permutation: use the same one for every image, "
+                    f"perm = torch.randperm({N}, generator=torch.Generator().manual_seed(0)), and features[:, perm]")
+        if any(close(r, features[j]) for r, j in ((r, j) for r in rows for j in range(n))):
+            return ("whole images changed places (dim 0, the batch): shuffle the N tokens within each image (dim 1), "
+                    "the same permutation for every image")
+        return (f"each image's tokens should be its own N = {N} tokens in the order "
+                f"torch.randperm({N}, generator=torch.Generator().manual_seed(0))")
+    # how == "mean"
+    if all_rows(lambda k: features[owner[k]].mean(dim=-1, keepdim=True).expand_as(features[owner[k]])):
+        return ("you averaged the D numbers of each token (dim 2): average the N tokens of each image (dim 1), so "
+                "every token becomes the image's mean token")
+    uniform = all(close(r, r[:1].expand_as(r)) for r in rows)
+    if uniform:
+        return ("every token of an image should be that image's own mean token, the mean of its N tokens (dim 1); "
+                "yours mixes in other images (did you average over the batch, dim 0, too?)")
+    if len(rows) > 1 and all(close(r, rows[0]) for r in rows):
+        return ("every image got the same tokens: you averaged over the images of the batch (dim 0); average the N "
+                "tokens of each image (dim 1), and keep N of them: .mean(dim=1, keepdim=True).expand_as(features)")
+    return "replace each of an image's N tokens by the mean of its N tokens: .mean(dim=1, keepdim=True).expand_as(features)"
+
+
+def _ablation_scenes() -> list:
+    from utils.shapes import ShapesWorld
+
+    return ShapesWorld(4, seed=45, split="test", min_objects=2).scenes
+
+
+def check_ablated_answers(ablated_answers: Callable, model: Any, processor: Any, quiet: bool = False) -> Verdict:
+    """Exercise 4.5: the model's answers to every question of ``scenes`` with its image tokens changed.
+
+    ``ablated_answers(model, processor, scenes, how)`` asks every question of every scene, in order
+    (``llava.short_question(q.text)`` through ``llava.answer_questions``), and returns the answers,
+    with the tokens the projector hands to the language model (B, N, D) changed by ``how``: "intact"
+    leaves them; "shuffled" reorders each image's N tokens by
+    ``torch.randperm(N, generator=torch.Generator().manual_seed(0))``; "mean" replaces each of them
+    by the image's mean token; "swapped" asks scene i's questions with scene (i + 1) % n's image.
+    Any other ``how`` raises a ValueError. The checker reads the image tokens the language model
+    receives, and compares the answers with its own.
+    """
+    from utils import llava
+
+    scenes = _ablation_scenes()
+    owner = [i for i, s in enumerate(scenes) for _ in s.questions]
+
+    def call(how: str, these: list) -> tuple[Any, list[torch.Tensor]]:
+        before = _hooks(model)
+        left = False
+        try:
+            with _ImageTokens(model) as seen:
+                got = ablated_answers(model, processor, list(these), how)
+            left = _remove_new_hooks(model, before)
+        except ValueError as exc:
+            _remove_new_hooks(model, before)
+            if "do not match" in str(exc):
+                raise Wrong(f'with how="{how}" the language model got a different number of image tokens than the '
+                            "prompt has <image> positions: a hook must return the projector's shape (B, N, D), one "
+                            "token per patch (e.g. .mean(dim=1, keepdim=True).expand_as(features))") from None
+            raise
+        except BaseException:
+            _remove_new_hooks(model, before)
+            raise
+        if left:
+            raise Wrong(f'after ablated_answers(..., "{how}") returned, a hook was still in place on the model, so '
+                        "every later answer would be ablated too (the checker removed it): keep the handle "
+                        "register_forward_hook returns and call handle.remove() in a finally: block")
+        return got, seen.rows
+
+    def test() -> None:
+        features: list[torch.Tensor] | None = None
+        for how in ABLATIONS:
+            got, rows = call(how, scenes)  # first: a stub stops here
+            expect(isinstance(got, (list, tuple)) and all(isinstance(a, str) for a in got),
+                   f"return the answers as a list of strings, one per question; got {type(got).__name__}")
+            expect(len(got) == len(owner), f"{len(scenes)} scenes hold {len(owner)} questions, but you returned "
+                                           f"{len(got)} answers: ask every question of every scene (scene.questions)")
+            if features is None:
+                features = _intact_features(model, processor, scenes)
+                # Batches of another size round differently: allow float32 1e-3 of the tokens' typical size (float16
+                # on a GPU 3e-2), far below what any slip changes.
+                typical = torch.cat(features).pow(2).mean().sqrt().item()
+                relative = 1e-3 if model.dtype in (torch.float32, torch.float64) else 3e-2
+                tol = (relative * typical, relative)
+            if len(rows) == len(owner):  # the questions went through the model's own forward: check the tokens
+                problem = _diagnose_tokens(how, rows, owner, features, tol)
+                if problem:
+                    raise Wrong(problem)
+            want = [llava.first_word(a) for a in _ablated_reference(model, processor, scenes, how)]
+            differ = [k for k, (g, w) in enumerate(zip(got, want)) if llava.first_word(g) != w]
+            if len(differ) > max(1, len(want) // 20):  # a near-tie may go either way when batches differ
+                k = differ[0]
+                raise Wrong(f'with how="{how}" {len(differ)} of {len(want)} answers differ from the model\'s own, e.g. '
+                            f"question {k} ({scenes[owner[k]].questions[k - owner.index(owner[k])].text!r}): "
+                            f"{got[k]!r}, expected {want[k]!r}. Ask the questions in order (scene by scene, "
+                            "scene.questions in order), each as llava.short_question(q.text), with llava.answer_questions")
+        try:
+            call("blurred", scenes[:1])
+        except ValueError:
+            return
+        raise Wrong(f'how="blurred" returned answers: raise a ValueError for anything but {", ".join(ABLATIONS)}')
+
+    return run_check("4.5 (ablated_answers)", test, quiet=quiet)
