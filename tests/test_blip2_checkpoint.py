@@ -134,3 +134,32 @@ def test_every_image_goes_through_load_image(tiny, tmp_path) -> None:
         blip2.answers(model, processor, [make_scene(3).render()], ["How many shapes are there?"])
     with pytest.raises(Exception, match="inside this computer or its network"):
         blip2.captions(model, processor, ["http://127.0.0.1:9/cat.png"])
+
+
+def test_the_ablation_record_backs_chapter_3s_box() -> None:
+    """models/blip2-tiny/ablations.json (scripts/ablate_blip2.py): what chapter 3 says about stage 1 and
+    in its box "How this differs from BLIP-2" holds in the record it prints."""
+    shipped = json.loads((TINY / "training.json").read_text())
+    runs = json.loads((TINY / "ablations.json").read_text())
+    bridges = ("recipe", "stage 1 first", "no note pull", "captions only")
+    assert set(runs) == {*bridges, "LM without the look loss"}
+    for name in bridges:
+        assert runs[name]["bridge steps"] == 1000, name
+        assert set(runs[name]["qa"]) == set(shipped["qa"]), name
+        assert 0 <= runs[name]["note words"] <= 1 and 0 <= runs[name]["caption words"] <= 1, name
+    recipe = runs["recipe"]
+    # stage 1 learned retrieval from nothing: far above chance on held-out scenes
+    stage1 = runs["stage 1 first"]["stage 1"]
+    assert stage1["before"]["image->text ITC"] < 0.1 and stage1["after"]["image->text ITC"] >= 0.9
+    assert stage1["after"]["text->image ITC"] >= 0.9 and stage1["after"]["chance"] < 0.02
+    assert [c["step"] for c in stage1["curve"]] == list(range(50, stage1["steps"] + 1, 50))
+    # the pull is what makes soft prompts read as note words, not what makes the answers right
+    assert runs["no note pull"]["note words"] < recipe["note words"] - 0.3
+    assert runs["no note pull"]["qa"]["all"] >= recipe["qa"]["all"]
+    # captions alone (BLIP-2's stage-2 data) answer as many questions and caption better
+    assert runs["captions only"]["qa"]["all"] >= recipe["qa"]["all"] - 0.02
+    assert runs["captions only"]["caption words"] > recipe["caption words"]
+    # without the look loss the LM reading true notes stays near the leftmost-object habit
+    lm = runs["LM without the look loss"]["notes probe"]
+    for kind in ("colour", "shape"):
+        assert lm[kind] < 0.7 <= 0.97 <= shipped["text"][kind], kind
