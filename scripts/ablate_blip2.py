@@ -5,15 +5,17 @@
 Chapter 3's box "How this differs from BLIP-2, and why" prints these numbers. The frozen parts
 come from ``--cache`` (vision.pt, lm.pt and text/ as `scripts/train_blip2.py --cache` writes
 them; built from the shipped checkpoint when the folder is empty). Every bridge variant trains for
-``--steps`` (1,000: a quarter of the shipped budget, so each takes about ten minutes on two
-threads) and is scored like the shipped model, through the processor and generate on 60 held-out
-scenes, plus the share of soft prompts that sit nearest their note word:
+``--steps`` (1,000: a quarter of the shipped budget; about ten minutes alone on two threads, far
+longer when runs share the CPU, and each record keeps its seconds) and is scored like the shipped
+model, through the processor and generate on 60 held-out scenes, plus the share of soft prompts
+(on the 300 check scenes) that sit nearest their note word:
 
 - ``recipe``: the shipped recipe at this budget (the reference for the others);
 - ``stage 1 first``: BLIP-2's stage 1 (ITC + ITM + ITG on captions, ``--stage1-steps``) before
   the bridge, whose held-out image-text retrieval is recorded too;
 - ``no note pull``: the soft prompts are not pulled towards the note words (weight 0);
-- ``captions only``: BLIP-2's stage-2 data, captions alone, then asked questions zero-shot.
+- ``captions only``: BLIP-2's stage-2 data, captions alone (the note pull kept), then asked
+  questions zero-shot.
 
 and one LM variant: ``LM without the look loss`` (``--lm-steps``, 1,000 text steps; the shipped LM
 took 3,000 with it), scored reading the true notes, so no bridge can do better than it. The text
