@@ -529,8 +529,9 @@ if runtime.MODE == "tiny":
 # was retrained with one of them undone at a time, from the same frozen encoder and LM, for 1,000
 # steps each (a quarter of the shipped model's budget, so that each run takes under an hour on a
 # CPU; one run each, so differences of a few points are within the noise), and scored like the
-# shipped model on answers and captions through `generate` on the 60 held-out scenes. The
-# note-word share of the retrained bridges was measured on the training script's 300 check scenes.
+# shipped model on answers and captions through `generate` on the 60 held-out scenes. The last
+# column, *notes*, is the share of soft prompts that read as their note word; for the retrained
+# bridges it was measured on the training script's 300 check scenes.
 # The line *recipe* is the shipped recipe at that budget, the one to compare with. The LM was
 # retrained once too, without the "look" loss explained below, and scored reading true notes.
 
@@ -542,26 +543,26 @@ def leftmost_answer(scene, question):
 
 
 def scores_row(qa, captions, notes):
-    return (f"{qa['all']:6.1%} {qa['colour']:7.1%} {qa['shape']:6.1%} {qa['relation']:9.1%} {captions:9.1%} "
-            + (f"{notes:11.0%}" if notes is not None else f"{'--':>11}"))
+    return (f"{qa['all']:6.1%} {qa['colour']:7.1%} {qa['shape']:6.1%} {captions:9.1%} "
+            + (f"{notes:6.0%}" if notes is not None else f"{'--':>6}"))
 
 
-print(f"{'bridge':<30}{'QA':>6} {'colour':>7} {'shape':>6} {'relation':>9} {'captions':>9} {'note words':>11}")
+print(f"{'bridge (steps)':<22}{'QA':>6} {'colour':>7} {'shape':>6} {'captions':>9} {'notes':>6}")
 shipped_notes = note_words if runtime.MODE == "tiny" else None  # full mode measured OPT-2.7B's prompts above
-print(f"{'shipped, ' + format(training['bridge steps'], ',') + ' steps':<30}"
+print(f"{'shipped (' + format(training['bridge steps'], ',') + ')':<22}"
       + scores_row(training["qa"], training["caption words"], shipped_notes))
 for name in ("recipe", "stage 1 first", "no note pull", "captions only"):
     entry = blip2_ablations[name]
-    print(f"{name + ', ' + format(entry['bridge steps'], ',') + ' steps':<30}"
+    print(f"{name + ' (' + format(entry['bridge steps'], ',') + ')':<22}"
           + scores_row(entry["qa"], entry["caption words"], entry["note words"]))
 without_look = blip2_ablations["LM without the look loss"]["notes probe"]
-print(f"\nthe frozen LM reading true notes of held-out scenes: with the look loss after "
-      f"{training['text']['steps']:,} steps, without it after {without_look['steps']:,}")
+print(f"\nthe frozen LM reading true notes: with the look loss ({training['text']['steps']:,} steps), "
+      f"without ({without_look['steps']:,})")
 for kind in ("colour", "size", "shape"):
     asked = [(s, q) for s in held_out for q in s.questions if q.kind == kind]
     leftmost = np.mean([leftmost_answer(s, q) == q.answer for s, q in asked])
-    print(f"  {kind:>6}: with the look loss {training['text'][kind]:.0%}, without it {without_look[kind]:.0%}; "
-          f"always the leftmost object: {leftmost:.0%}")
+    print(f"  {kind:>6}: with {training['text'][kind]:4.0%}, without {without_look[kind]:4.0%}; "
+          f"always the leftmost object {leftmost:4.0%}")
 
 # %% [markdown]
 # ```{admonition} How this differs from BLIP-2, and why
