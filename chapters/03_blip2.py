@@ -287,7 +287,7 @@ tiny_qformer = json.loads((tiny_folder / "config.json").read_text())["qformer_co
 blip2_ablations = json.loads((tiny_folder / "ablations.json").read_text())
 stage1_record = blip2_ablations["stage 1 first"]["stage 1"]
 crossing = [i for i in range(tiny_qformer["num_hidden_layers"]) if i % tiny_qformer["cross_attention_frequency"] == 0]
-print(f"the tiny Q-Former: {tiny_qformer['num_hidden_layers']} layers of width {tiny_qformer['hidden_size']}, "
+print(f"the tiny Q-Former: {tiny_qformer['num_hidden_layers']} layers of width {tiny_qformer['hidden_size']},\n"
       f"cross-attention to the image in layers {crossing}")
 curve = stage1_record["curve"]
 fig, ax = plt.subplots(figsize=(7, 3))
@@ -299,7 +299,7 @@ ax.set(xlabel="step", ylabel="loss (one batch)", yscale="log",
 ax.legend()
 plt.show()
 before, after = stage1_record["before"], stage1_record["after"]
-print(f"held-out retrieval among 300 scenes ({stage1_record['distinct_captions']} different captions; "
+print(f"held-out retrieval among 300 scenes ({stage1_record['distinct_captions']} different captions;\n"
       f"a random caption is right {after['chance']:.1%} of the time)")
 for key in ("image->text ITC", "text->image ITC", "image->text ITC+ITM"):
     print(f"  {key:<22} before training {before[key]:6.1%}   after {after[key]:6.1%}")
