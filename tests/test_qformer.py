@@ -135,12 +135,11 @@ def test_uni_modal_mask_equals_separate_passes_in_transformers() -> None:
     torch.testing.assert_close(joint[:, Q:], text_only, atol=2e-6, rtol=1e-5)
 
 
-def test_loading_from_a_blip2_model_copies_the_query_tokens() -> None:
+def _tiny_blip2(config: QFormerConfig):
+    """A BLIP-2 generation model around a Q-Former of ``config``, its image and text sides as small as can be."""
     from transformers import Blip2Config, Blip2ForConditionalGeneration, OPTConfig
 
-    config = QFormerConfig.named("tiny", use_text_input=False)
-    torch.manual_seed(0)
-    blip2 = Blip2ForConditionalGeneration(Blip2Config(
+    return Blip2ForConditionalGeneration(Blip2Config(
         vision_config=dict(hidden_size=24, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2,
                            image_size=16, patch_size=8),
         qformer_config=config.to_transformers().to_dict(),
@@ -148,6 +147,12 @@ def test_loading_from_a_blip2_model_copies_the_query_tokens() -> None:
                               max_position_embeddings=32, word_embed_proj_dim=16),
         num_query_tokens=config.num_query_tokens, image_token_index=49,
     )).eval()
+
+
+def test_loading_from_a_blip2_model_copies_the_query_tokens() -> None:
+    config = QFormerConfig.named("tiny", use_text_input=False)
+    torch.manual_seed(0)
+    blip2 = _tiny_blip2(config)
     with torch.no_grad():
         blip2.query_tokens.normal_()
     ours = QFormer.from_transformers(blip2).eval()
@@ -161,19 +166,6 @@ def test_loading_from_a_blip2_model_copies_the_query_tokens() -> None:
     torch.testing.assert_close(got, expected, atol=2e-6, rtol=1e-5)
     with pytest.raises(ValueError, match="no text feed-forward"):
         ours(None, image, torch.randn(B, 3, config.hidden_size))
-
-
-def _tiny_blip2(config: QFormerConfig):
-    from transformers import Blip2Config, Blip2ForConditionalGeneration, OPTConfig
-
-    return Blip2ForConditionalGeneration(Blip2Config(
-        vision_config=dict(hidden_size=24, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2,
-                           image_size=16, patch_size=8),
-        qformer_config=config.to_transformers().to_dict(),
-        text_config=OPTConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, ffn_dim=32, num_attention_heads=2,
-                              max_position_embeddings=32, word_embed_proj_dim=16),
-        num_query_tokens=config.num_query_tokens, image_token_index=49,
-    )).eval()
 
 
 def test_stage_one_weights_go_into_a_blip2_model() -> None:
