@@ -45,8 +45,9 @@ sys.path.insert(0, str(COURSE_ROOT))
 # MLP) that maps every image patch into the language model's embedding space, so the LLM reads
 # the picture as a few hundred extra "words". What made LLaVA work was not the bridge but the
 # data: 158k visual instructions that GPT-4 wrote from captions and bounding boxes, without ever
-# seeing a pixel. This chapter builds that pipeline, trains a tiny LLaVA on the data it
-# generates, and measures how often the model sees things that are not there.
+# seeing a pixel. This chapter builds that pipeline, trains a tiny LLaVA with the data it
+# generates in the mix, measures what that data taught it, and measures how often the model sees
+# things that are not there.
 #
 # **What you will learn**
 # - LLaVA's architecture: penultimate-layer patch features, the projector, and the `<image>` token
@@ -56,14 +57,14 @@ sys.path.insert(0, str(COURSE_ROOT))
 # - how to generate visual instruction data (conversation, detailed description, complex reasoning)
 #   from captions and boxes, with rules or with an LLM, and how to validate and fact-check it;
 # - how to measure a model's answers and its hallucinations (POPE, in its three settings);
-# - what came after the projector: CogVLM's visual expert, SPHINX's weight mixing, tool use.
+# - what came after the projector: CogVLM's visual expert, SPHINX's weight and encoder mixing,
+#   tool use.
 #
 # **Prerequisites**: chapter 1 (ViT patches), chapter 2 (CLIP's image tower, which LLaVA reuses);
 # chapter 3's Q-Former helps as a contrast but is not needed.
 
 # %%
 import json
-import random
 import time
 
 import matplotlib.pyplot as plt
@@ -71,8 +72,8 @@ import numpy as np
 import torch
 
 from utils import beyond_projector, claims, instruct, llava, patches, plotting, runtime, tiny_lm, zoo  # first: runtime silences known-harmless warnings
-from utils.instruct import ImageContext, generate_dataset, to_chat_messages, validate_record
-from utils.shapes import COLOURS, SHAPES, ShapesWorld, make_scene, relation
+from utils.instruct import ImageContext, generate_dataset, validate_record
+from utils.shapes import COLOURS, ShapesWorld, make_scene, relation
 
 from transformers import AutoProcessor, CLIPModel, LlavaConfig, LlavaForConditionalGeneration  # noqa: E402
 
@@ -492,8 +493,9 @@ if recipe:
     print(f"{sum(seconds[k] for k in seconds if k != 'variant') / 60:.0f} minutes on {recipe['threads']} CPU threads")
 
 # %% [markdown]
-# Three things beyond LLaVA's recipe were needed before this small model learned to answer about
-# the *right* object, and each says something about the real one.
+# Beyond LLaVA's recipe, this small model needed help before it answered about the *right*
+# object. The box "How this differs from LLaVA" at the end of this section lists each departure
+# with what the model scores without it; the first is in the vision tower.
 #
 # **The patch lesson.** A big CLIP has seen 400M captions and its patch features say what is
 # where. Our 3-block CLIP saw one caption per scene. A linear probe on the patch under each
@@ -515,6 +517,7 @@ probe_train, probe_test = ShapesWorld(n_train, seed=40, split="train"), ShapesWo
 clip_model = CLIPModel.from_pretrained(zoo.path("clip"), dtype=torch.float32) if runtime.MODE == "tiny" else None
 towers = {"tiny CLIP's tower": clip_model.vision_model if clip_model is not None else None,
           "LLaVA's tower (after the lesson)" if runtime.MODE == "tiny" else "LLaVA-1.5's CLIP ViT-L/14-336": model.model.vision_tower}
+tower_probe = {}
 for name, tower in towers.items():
     if tower is None:
         continue
@@ -524,6 +527,7 @@ for name, tower in towers.items():
                  layer=config.vision_feature_layer, batch_size=64).float().cpu() for i in range(0, len(w), 64)])
              for w in (probe_train, probe_test)]
     result = patches.object_probe(feats[0], probe_train.scenes, feats[1], probe_test.scenes)
+    tower_probe[name] = result
     print(f"{name:<34} centre-patch probe: colour {result['colour']:.1%}, shape {result['shape']:.1%}")
     if runtime.MODE != "tiny":
         continue  # the claims below are about the tiny towers
@@ -537,25 +541,6 @@ if recipe:
           + ", ".join(f"{k} {v:.1%}" for k, v in recipe["patch_lesson"]["per_patch_accuracy"].items()))
 
 # %% [markdown]
-# **A compact warm-up.** In the chat layout the word that names the object ("circle") sits more
-# than a dozen tokens before the answer, behind "?", the request for a one-word answer and
-# "ASSISTANT:". Trained on that layout alone, the model learned to name *some* colour in the scene
-# and stayed there for thousands of steps: it never found the two-step look-up (carry "circle" to
-# the answer position, then find the circle's patches). Mixing every kind of question from the
-# first step stalled it in the same way. So stage 2 opens with a curriculum of compact questions,
-# the patches followed by "What colour is the circle" and the answer right after the object's
-# name: colour questions alone until the look-up forms, then relations alone (mixed with the other
-# kinds from the start they stayed at chance), then every kind, then the kinds still answered
-# wrongly most often.
-#
-# **Keeping the look-up.** The look-up did not simply carry over to the chat layout: trained on
-# chat questions alone, the model forgot the compact form and answered in the chat layout little
-# better than before. So half of the batches of the last part of stage 2 stay compact, the image
-# comes first in both forms (LLaVA-1.5's layout, so a compact and a chat question start alike),
-# and the language model has six blocks where four would do for text, leaving room for the extra
-# step from the answer position back to the object's name. A big LLM arrives with such look-ups
-# already learned from text.
-#
 # ### Held-out questions
 #
 # Now the test: every ShapesWorld question (count, colour, shape, size, existence, relation)
@@ -648,6 +633,49 @@ for setting, scores in pope_by_setting.items():
 # the random one here because ShapesWorld draws every pair about equally often (the counts
 # above); on COCO, where a few objects dominate, it is the setting that exposes a model's priors.
 #
+# ### Long answers, fact-checked
+#
+# One-word answers and yes/no probes are what the model mostly trained on. The generated records
+# ask for more: a sentence in a conversation, a paragraph of description, a reasoned answer. To
+# score such answers without a judge we reuse the fact checker of 4.3. Each of 120 held-out scenes
+# gets the first question of a record the rule-based writer makes for it (the three types taking
+# turns, as in the training data), the model answers in up to 80 tokens, and the checker reads the
+# answer against the scene's boxes. An answer counts as **right** when the checker verified at
+# least one claim in it and found none false. A bare "red" makes no checkable claim, so the score
+# also asks for the records' full sentences; it checks facts, not grammar. The writer's own answers,
+# scored the same way, are the ceiling. (Full mode asks about 30 scenes.)
+
+# %% tags=["nbval-ignore-output"]
+long_scenes = ShapesWorld(120 if runtime.MODE == "tiny" else 30, seed=29, split="test").scenes
+long_prompts = llava.instruction_prompts(long_scenes)
+start = time.perf_counter()
+long_answers = llava.answer_questions(model, processor, [long_scenes[i].render() for i, *_ in long_prompts],
+                                      [question for _, _, question, _ in long_prompts], max_new_tokens=80)
+print(f"{len(long_prompts)} prompts answered in {time.perf_counter() - start:.0f} s")
+long_scores = {"the model": llava.fact_check_answers(long_scenes, long_prompts, long_answers),
+               "the writer (ceiling)": llava.fact_check_answers(long_scenes, long_prompts,
+                                                                [reference for *_, reference in long_prompts])}
+print(f"{'answers of':<22}{'type':<19}{'right':>6}{'false claim':>12}{'claims':>7}{'words':>6}")
+for who, by_type in long_scores.items():
+    for kind, scores in by_type.items():
+        print(f"{who:<22}{kind:<19}{scores.right:6.0%}{scores.contradicted:12.0%}{scores.claims:7.1f}"
+              f"{scores.words:6.1f}")
+for (i, kind, question, _), answer in list(zip(long_prompts, long_answers))[:3]:
+    problems, checked = llava.fact_check(long_scenes[i], question, answer)
+    verdict = problems[0] if problems else ("no checkable claim" if not checked else f"{checked} claims, all true")
+    print(f"\n[{kind}] {long_scenes[i].caption}\n  Q: {question}\n  A: {answer}\n  checker: {verdict}")
+if runtime.MODE == "tiny":
+    ceiling, tiny_scores = long_scores["the writer (ceiling)"], long_scores["the model"]
+    claims.holds("the writer's answers are all right", all(s.right == 1.0 for s in ceiling.values()))
+    claims.at_most("the model's best right share over the three types", max(s.right for s in tiny_scores.values()), 0.6)
+    claims.at_least("the model's answers with a false claim, all types", np.mean(
+        [s.contradicted for s in tiny_scores.values()]), 0.4)
+    claims.at_most("the model's description length over the writer's", tiny_scores["detail"].words
+                   / ceiling["detail"].words, 0.5)
+
+# %% [markdown]
+# LONG-ANSWERS-PROSE
+#
 # ## 4.6 Beyond the projector
 #
 # ### CogVLM: a visual expert in every layer
@@ -682,7 +710,7 @@ print(f"trainable expert parameters per block: {expert:,} of {sum(p.numel() for 
 # vision parameters are these experts together with its EVA2-CLIP-E image encoder, beside a 7B
 # LLM), but the text path is untouched, so the LLM's language skills cannot degrade.
 #
-# ### SPHINX: mixing weights
+# ### SPHINX: mixing weights and encoders
 #
 # SPHINX fine-tunes one model on two kinds of data from the same start, obtaining
 # $\theta_{a}$ and $\theta_{b}$, and then simply averages them:
@@ -785,10 +813,60 @@ else:
 # frozen encoders (CLIP's ViT-L/14, OpenCLIP's ConvNeXt-XXL and DINOv2) are concatenated along the
 # channel axis before one projector, so the LLM gets the semantics of one encoder and the fine
 # detail of another, and the 32 query outputs of a BLIP-2 Q-Former, projected separately, are
-# appended to the sequence. For high resolution, SPHINX feeds the encoders the whole picture
-# shrunk to their 224-pixel input *and* the four sub-images of a 448-pixel version, each at full
-# detail: every view costs its own set of tokens. Exercise 4.4 builds such views and counts what
-# they cost.
+# appended to the sequence.
+#
+# The embedding mix is easy to try in miniature. The course has two small towers that saw the same
+# 64-pixel pictures for different reasons: chapter 2's CLIP tower learned from captions, chapter
+# 1's ViT learned to classify one colour-shape pair. Both cut a picture into the same 8 x 8 grid
+# of patches, so their features can be stacked channel by channel, patch by patch. The cell
+# repeats 4.5's centre-patch probe on each tower alone and on the stack (both towers as they were
+# shipped, before any patch lesson; the tiny ones in either mode), then puts the stack through one
+# untrained linear projector to see what the LLM would be handed.
+
+# %% tags=["nbval-ignore-output"]
+from transformers import ViTForImageClassification
+
+mix_train, mix_test = ShapesWorld(1500, seed=40, split="train"), ShapesWorld(300, seed=41, split="test")
+mix_towers = {
+    "tiny CLIP tower (chapter 2)": CLIPModel.from_pretrained(zoo.path("clip", mode="tiny"), dtype=torch.float32).vision_model,
+    "tiny ViT (chapter 1)": ViTForImageClassification.from_pretrained(zoo.path("vit", mode="tiny"), dtype=torch.float32).vit,
+}
+mix_features = {name: [patches.patch_features(tower.eval(), w.images() * 2 - 1, batch_size=256) for w in (mix_train, mix_test)]
+                for name, tower in mix_towers.items()}
+mix_features["both, stacked on the channel axis"] = [torch.cat([f[k] for f in mix_features.values()], dim=-1)
+                                                     for k in range(2)]
+mix_probe = {}
+for name, (train_features, test_features) in mix_features.items():
+    mix_probe[name] = patches.object_probe(train_features, mix_train.scenes, test_features, mix_test.scenes)
+    print(f"{name:<34} features {tuple(test_features.shape)}: centre-patch colour {mix_probe[name]['colour']:.1%}, "
+          f"shape {mix_probe[name]['shape']:.1%}")
+stacked = mix_features["both, stacked on the channel axis"][1]
+mix_projector = torch.nn.Linear(stacked.shape[-1], config.text_config.hidden_size)
+with torch.no_grad():
+    print(f"one projector: {tuple(stacked.shape)} -> {tuple(mix_projector(stacked).shape)}: still "
+          f"{stacked.shape[1]} image tokens per picture (side by side in the sequence it would be "
+          f"{2 * stacked.shape[1]})")
+taught = tower_probe.get("LLaVA's tower (after the lesson)")  # tiny mode
+if taught:
+    print(f"for comparison, 4.5's LLaVA tower after its patch lesson: shape {taught['shape']:.1%}")
+alone = [mix_probe[name]["shape"] for name in mix_towers]
+claims.at_least("each tower's colour probe", min(p["colour"] for p in mix_probe.values()), 0.95)
+claims.at_most("the better tower's shape probe", max(alone), 0.75)
+claims.at_least("the stack's shape probe over the better tower's",
+                mix_probe["both, stacked on the channel axis"]["shape"] - max(alone), 0.03)
+
+# %% [markdown]
+# Each tower alone reads every object's colour and the shape of about two objects in three; the
+# stack reads shapes better than either (the last claim asks for at least 3 points). A probe on
+# the stack can do anything a probe on one tower can, so the gain means each tower holds
+# something about shape that the other's features do not hand a linear read-out: two towers
+# trained for different things know different things. That is SPHINX's argument in small, and
+# the stack costs the LLM no extra tokens, only a wider projector input. It is far from what the patch lesson of 4.5 did for one tower (the last line): a mix can
+# only combine what its encoders already know.
+#
+# For high resolution, SPHINX feeds the encoders the whole picture shrunk to their 224-pixel
+# input *and* the four sub-images of a 448-pixel version, each at full detail: every view costs
+# its own set of tokens. Exercise 4.4 builds such views and counts what they cost.
 #
 # ### Tools: a program that calls the models
 #
@@ -859,8 +937,8 @@ fig = plotting.show_images([photo], [plotting.wrap(answer, 40)], columns=1, size
 # - A model is judged on held-out questions and on hallucination (POPE's yes-ratio and F1).
 # - The tiny model needed features that say what is where and a curriculum of compact questions
 #   kept up through stage 2: reminders of what a big pretrained encoder and LLM bring for free.
-# - Beyond the projector: deep fusion with a visual expert (CogVLM), weight mixing (SPHINX), and
-#   programs that call vision tools (ViperGPT, Visual ChatGPT).
+# - Beyond the projector: deep fusion with a visual expert (CogVLM), weight and encoder mixing
+#   (SPHINX), and programs that call vision tools (ViperGPT, Visual ChatGPT).
 #
 # ## Where this goes next
 # Chapter 5 turns the direction around: instead of reading images into a language model, it

@@ -82,7 +82,7 @@ Batch = list  # (scene index or None, messages or llava.Encoded) pairs
 Gate = Callable[[Any], tuple[bool, str]]  # model -> (passed, message)
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "models" / "llava-tiny")
     parser.add_argument("--train-scenes", type=int, default=12000)
@@ -121,7 +121,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--image-after-question", action="store_true",
                         help="put the image after the first question instead of before it, where LLaVA-1.5 puts it")
     parser.add_argument("--force", action="store_true", help="save even below the targets")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     args.image_first = not args.image_after_question
     return args
 

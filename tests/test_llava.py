@@ -192,6 +192,32 @@ def test_pope_settings_are_checked() -> None:
         llava.pope_questions(scenes, setting="popular")
 
 
+def test_instruction_prompts_cycle_the_response_types_over_held_out_scenes() -> None:
+    scenes = ShapesWorld(30, seed=29, split="test").scenes
+    prompts = llava.instruction_prompts(scenes)
+    assert [i for i, *_ in prompts] == list(range(30))
+    assert [kind for _, kind, _, _ in prompts[:3]] == ["conversation", "detail", "complex_reasoning"]
+    assert all(q.strip() and "<image>" not in q and a.strip() for _, _, q, a in prompts)
+
+
+def test_fact_checked_answers_reward_true_claims_only() -> None:
+    scenes = ShapesWorld(30, seed=29, split="test").scenes
+    prompts = llava.instruction_prompts(scenes)
+    # the writer's own answers were fact-checked when written: every one is right
+    reference = llava.fact_check_answers(scenes, prompts, [a for *_, a in prompts])
+    assert {k: (s.right, s.contradicted, s.n) for k, s in reference.items()} == {
+        "conversation": (1.0, 0.0, 10), "detail": (1.0, 0.0, 10), "complex_reasoning": (1.0, 0.0, 10)}
+    assert reference["detail"].claims > reference["conversation"].claims > 0
+    # a wrong count is caught; a bare word makes no checkable claim, so it is not right either
+    wrong = [f"There are {'nine' if len(scenes[i].objects) != 9 else 'eight'} shapes in the image."
+             for i, *_ in prompts]
+    assert all(s.right == 0.0 and s.contradicted == 1.0 for s in llava.fact_check_answers(scenes, prompts, wrong).values())
+    bare = llava.fact_check_answers(scenes, prompts, ["Yes"] * len(prompts))
+    assert all(s.right == 0.0 and s.claims == 0.0 and s.words == 1.0 for s in bare.values())
+    with pytest.raises(ValueError, match="one answer per prompt"):
+        llava.fact_check_answers(scenes, prompts, ["Yes"])
+
+
 def test_first_word() -> None:
     assert llava.first_word(" Yes, it is.") == "yes" and llava.first_word("") == ""
 

@@ -465,7 +465,6 @@ def to_pil(x: torch.Tensor):
 
 
 @torch.no_grad()
-@torch.no_grad()
 def vit_judge(model: Any, processor: Any, images: torch.Tensor, batch_size: int = 64) -> tuple[list[str], torch.Tensor]:
     """Chapter 1's tiny ViT as a judge of ShapesWorld-like images (B, 3, H, W) in [0, 1]: its label
     ("{colour} {shape}") and confidence for each image."""

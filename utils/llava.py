@@ -443,3 +443,70 @@ def pope(model: Any, processor: Any, scenes: Sequence[Scene], per_scene: int = 2
     answers = answer_questions(model, processor, [scenes[i].render() for i, _, _ in probes],
                                [short_question(q) for _, q, _ in probes], **kwargs)
     return pope_scores([t for _, _, t in probes], answers)
+
+
+# --- long answers, fact-checked ---------------------------------------------------------------------
+@dataclass
+class InstructionScores:
+    """How one response type's answers fare against the fact checker (utils.instruct.FactChecker)."""
+
+    right: float  # share of answers with at least one checked claim and none contradicted
+    contradicted: float  # share of answers with at least one claim the boxes contradict
+    claims: float  # checked claims per answer
+    words: float  # words per answer
+    n: int
+
+
+def instruction_prompts(scenes: Sequence[Scene], seed: int = 0) -> list[tuple[int, str, str, str]]:
+    """``(scene index, response type, question, reference answer)``: the first turn of a rule-written
+    record per scene, the types (conversation, detail, complex reasoning) taking turns as in the
+    training data."""
+    from utils.instruct import ImageContext, generate_dataset, record_turns, record_type
+
+    contexts = [ImageContext.from_scene(scene) for scene in scenes]
+    records, _ = generate_dataset(contexts, seed=seed, cycle_types=True)
+    index = {context.image: i for i, context in enumerate(contexts)}
+    return [(index[r["image"]], record_type(r), *record_turns(r)[0]) for r in records]
+
+
+def fact_check(scene: Scene, question: str, answer: str) -> tuple[list[str], int]:
+    """What the fact checker finds false in one answer about ``scene``, and how many claims it checked.
+
+    The 'leak' check (mentions of boxes or captions) reads every sentence, so it is not counted as
+    a claim; a leak is still reported as a problem.
+    """
+    from utils.instruct import FactChecker, ImageContext, make_record
+
+    checker = FactChecker(ImageContext.from_scene(scene))
+    problems = checker.check_record(make_record("answer", "scene.png", [(question, answer)]))
+    return problems, sum(n for check, n in checker.checked.items() if check != "leak")
+
+
+def fact_check_answers(scenes: Sequence[Scene], prompts: Sequence[tuple[int, str, str, str]],
+                       answers: Sequence[str]) -> dict[str, InstructionScores]:
+    """Score one answer per prompt of :func:`instruction_prompts` with :func:`fact_check`, per response type.
+
+    An answer counts as right when the fact checker verified at least one claim in it (a colour, a
+    count framed as a total, a relation, a size ...) and found none the boxes contradict. A bare
+    "red" or "three" makes no checkable claim, so the score also asks for the records' full
+    sentences; it checks facts, not grammar.
+    """
+    if len(prompts) != len(answers):
+        raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers: pass one answer per prompt")
+    rows: dict[str, list[tuple[int, int, int, int]]] = {}
+    for (i, kind, question, _), answer in zip(prompts, answers):
+        problems, claims = fact_check(scenes[i], question, answer)
+        rows.setdefault(kind, []).append((int(claims > 0 and not problems), int(bool(problems)), claims,
+                                          len(answer.split())))
+    return {kind: InstructionScores(*(sum(r[k] for r in rs) / len(rs) for k in range(4)), len(rs))
+            for kind, rs in rows.items()}
+
+
+def instruction_scores(model: Any, processor: Any, scenes: Sequence[Scene], seed: int = 0,
+                       max_new_tokens: int = 80, **kwargs: Any) -> dict[str, InstructionScores]:
+    """Ask each scene its instruction prompt (:func:`instruction_prompts`) and fact-check the answers
+    (:func:`fact_check_answers`)."""
+    prompts = instruction_prompts(scenes, seed)
+    answers = answer_questions(model, processor, [scenes[i].render() for i, _, _, _ in prompts],
+                               [q for _, _, q, _ in prompts], max_new_tokens=max_new_tokens, **kwargs)
+    return fact_check_answers(scenes, prompts, answers)
