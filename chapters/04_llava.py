@@ -469,7 +469,7 @@ for i in range(3):
 print(instruct.record_turns(instruct.from_caption(scene.caption, 1, image="scene.png"))[0])
 
 # %% [markdown]
-# ## 4.5 A tiny LLaVA, trained on the generated data
+# ## 4.5 A tiny LLaVA, trained mostly on one-word questions
 #
 # The tiny model loaded in 4.1 was trained on a CPU: LLaVA's two stages, after two steps that
 # prepare the parts a real LLaVA gets ready-made (the vision tower's patch lesson, explained below,
@@ -640,10 +640,11 @@ for setting, scores in pope_by_setting.items():
 # score such answers without a judge we reuse the fact checker of 4.3. Each of 120 held-out scenes
 # gets the first question of a record the rule-based writer makes for it (the three types taking
 # turns, as in the training data), the model answers in up to 80 tokens, and the checker reads the
-# answer against the scene's boxes. An answer counts as **right** when the checker verified at
-# least one claim in it and found none false. A bare "red" makes no checkable claim, so the score
-# also asks for the records' full sentences; it checks facts, not grammar. The writer's own answers,
-# scored the same way, are the ceiling. (Full mode asks about 30 scenes.)
+# answer against the scene's boxes. An answer counts as **right** when it is a sentence (three
+# words or more) in which the checker verified at least one claim and found none false. The word
+# floor is there because the checker reads a bare "red" as a true colour claim; the score checks
+# facts, not grammar or completeness. The writer's own answers, scored the same way, are the
+# ceiling. (Full mode asks about 30 scenes.)
 
 # %% tags=["nbval-ignore-output"]
 long_scenes = ShapesWorld(120 if runtime.MODE == "tiny" else 30, seed=29, split="test").scenes
@@ -669,12 +670,129 @@ if runtime.MODE == "tiny":
     claims.holds("the writer's answers are all right", all(s.right == 1.0 for s in ceiling.values()))
     claims.at_most("the model's best right share over the three types", max(s.right for s in tiny_scores.values()), 0.6)
     claims.at_least("the model's answers with a false claim, all types", np.mean(
-        [s.contradicted for s in tiny_scores.values()]), 0.4)
+        [s.contradicted for s in tiny_scores.values()]), 0.5)
     claims.at_most("the model's description length over the writer's", tiny_scores["detail"].words
                    / ceiling["detail"].words, 0.5)
 
 # %% [markdown]
-# LONG-ANSWERS-PROSE
+# The tiny LLaVA has not learned to do what the records ask. Its answers are a sentence or two of
+# ShapesWorld words, often broken ("is lies in the left"), its descriptions less than half as long
+# as the writer's, and more than half of its answers say something the boxes contradict. Some of
+# those counted right are not good answers either: the checker verifies facts, so a garbled
+# sentence with one true colour in it passes. Read the examples with the table. The reason is in
+# the record at the top of this section: the records are 8% of the batches of the last part of
+# stage 2, the rest being one-word and compact questions, and a language model of about a million
+# parameters that read 600 steps of text does not learn to write a paragraph from a few thousand
+# examples. So the heading of this section says what the model was trained on mostly. Whether the
+# records taught it anything at all is the first question for the next table, which scores a
+# rebuild of the model and its variants the same way.
+#
+# ### What the tiny recipe adds, measured
+#
+# To see what each departure from LLaVA's recipe buys, the pipeline was run again up to the end of
+# the focus phase, keeping the weights after stage 1, after the all-kinds warm-up and after the
+# focus phase. From them, the last part of stage 2 was retrained for the shipped model's 2,000
+# steps with one part of the recipe undone at a time, and each run was scored like the shipped
+# model: one-word QA on the 60 held-out scenes, POPE F1 on 200, and the long answers on the 120
+# scenes above. The line *recipe* is the rebuild's own last part, the one to compare with. The
+# column *compact* counts the compact-question steps each run had before its last part (the
+# warm-ups and the focus phase stop at a gate, so the rebuild's counts differ from the shipped
+# run's). One run each: differences of a few points are within the noise.
+
+# %%
+tiny_folder = Path(zoo.path("llava", mode="tiny"))  # the tiny model's records, in either mode
+tiny_record = json.loads((tiny_folder / "training.json").read_text())
+llava_ablations = json.loads((tiny_folder / "ablations.json").read_text())
+long_kinds = ("conversation", "detail", "complex_reasoning")
+compact_phases = ("stage 2 colour warm-up", "stage 2 relation warm-up", "stage 2 warm-up", "stage 2 focus")
+print(f"{'':<22}{'compact':>8}{'last':>6}{'':>14}{'POPE':>6}{'long answers right':>21}{'words':>7}")
+print(f"{'run':<22}{'steps':>8}{'part':>6}{'QA':>7}{'shape':>7}{'F1':>6}{'conv.':>7}{'detail':>7}{'reason':>7}"
+      f"{'(detail)':>9}")
+print(f"{'shipped':<22}{sum(tiny_record['steps'][k] for k in compact_phases):>8,}{tiny_record['steps']['stage 2']:>6,}"
+      f"{tiny_record['qa_accuracy']['all']:7.1%}{tiny_record['qa_accuracy']['shape']:7.1%}"
+      f"{tiny_record['pope']['f1']:6.2f}{'(the table above)':>21}")
+for name, entry in llava_ablations.items():
+    long = entry["instructions"]
+    print(f"{name:<22}{sum(entry['compact steps before'].values()):>8,}{entry['last-part steps']:>6,}"
+          f"{entry['qa']['all']:7.1%}{entry['qa']['shape']:7.1%}{entry['pope f1']:6.2f}"
+          + "".join(f"{long[k]['right']:7.0%}" for k in long_kinds) + f"{long['detail']['words']:9.1f}")
+
+# %% [markdown]
+# ```{admonition} How this differs from LLaVA, and why
+# :class: note
+# - **A patch lesson for the vision tower.** LLaVA keeps CLIP's tower frozen from the first step.
+#   Ours learned from one caption per scene, and a probe on the patch under an object read its
+#   shape for about two objects in three before the lesson and nearly all of them after it (the
+#   probe earlier in this section; the lesson's own record reads relations at 98% of object
+#   patches). So the tower's lower layers trained on dense per-patch targets, then froze. Not
+#   ablated end to end: that means running the whole pipeline again without it, which was not
+#   done; the probe is the number we have.
+# - **A language model that has read ShapesWorld, not the web.** 600 steps of text stand in for an
+#   LLM's pretraining. Not ablated: without them there is no language to align the pictures to.
+# - **Compact questions before the last part of stage 2.** LLaVA asks its questions in the chat
+#   layout only. Ours opens stage 2 with questions whose answer comes right after the object's
+#   name: colour alone, relations alone, every kind, then the focus phase, each until a gate on
+#   held-out scenes (6,050 steps in the rebuild). Started straight from stage 1, the last part
+#   (whose batches are still half compact questions) answers 54.7% of the questions and reaches a
+#   POPE F1 of 0.56, against 97.9% and 0.99. That run had 6,050 fewer steps; one with as many steps
+#   in all was not made, and the aside tells how the phases were found.
+# - **The focus phase.** Started from the all-kinds warm-up instead, the last part answers 85.9%
+#   of the questions against the recipe's 97.9% (shape 76.5%), and its POPE F1
+#   falls from 0.99 to 0.75. That run also had 2,250 fewer compact steps, so part of the gap may
+#   be training time; the phase's point is to spend those steps where the errors are.
+# - **Half of the last part's batches compact.** Without them the rebuild answers 98.5% (recipe
+#   97.9%) and writes long answers no worse. So at this point they are not needed. The aside
+#   below says the look-up was forgotten without them: that happened in an earlier setup (four
+#   blocks, the image after the question), not in this one.
+# - **Mostly one-word questions; the generated records are 8% of the last part.** LLaVA's stage 2
+#   trains on the generated records (LLaVA-1.5 mixes in academic VQA under the one-word prompt).
+#   Without the records, one-word QA is unchanged (97.8%), but the model answers every long
+#   prompt in about one word (1.3 words per description) and none of its answers counts as right.
+#   With them it writes sentences, 31.7 words per description, and 55%, 30% and 38% of its
+#   conversation, description and reasoning answers count as right; the rest are garbled or
+#   false. The records taught the form of a long answer, not yet its content.
+# - **The rebuild is not the shipped run.** The warm-ups and the focus phase stop at gates, and the
+#   rebuild passed them at other steps (the *compact* column). Its last part answers 97.9% of the
+#   questions, shape 94.8%, where the shipped model answers 86.5%, shape 50.4%: same script, same
+#   seeds, and a different path through the gates. We do not know what changed the path
+#   (floating-point sums differ between machines and library versions), only that the curriculum
+#   is sensitive to it. The shipped model stays because chapter 6's FROMAGe is trained on its
+#   language model.
+# - **Six blocks where four would do for text.** Kept from the trials in the aside; not ablated in
+#   this edition.
+# - **Size.** About 1.1M parameters trained in stage 2 (the record above) and 64-pixel pictures,
+#   against LLaVA-1.5-7B's 7B; it is what lets the model train in under an hour on a CPU.
+# - **The same as LLaVA-1.5:** patch features of the tower's penultimate layer without [CLS]; a
+#   two-layer GELU projector; stage 1 training only the projector, on captions, and stage 2 the
+#   projector and the language model; the label mask; the chat template with the image first; the
+#   one-word prompt.
+# ```
+#
+# ```{admonition} The compact curriculum: how it was found
+# :class: dropdown
+# The compact phases came out of trials that failed, told here in the order they happened. Those
+# runs were not kept, so this aside has no numbers; the box above has the ones that were measured.
+#
+# **A compact warm-up.** In the chat layout the word that names the object ("circle") sits more
+# than a dozen tokens before the answer, behind "?", the request for a one-word answer and
+# "ASSISTANT:". Trained on that layout alone, the model learned to name *some* colour in the scene
+# and stayed there for thousands of steps: it never found the two-step look-up (carry "circle" to
+# the answer position, then find the circle's patches). Mixing every kind of question from the
+# first step stalled it in the same way. So stage 2 opens with a curriculum of compact questions,
+# the patches followed by "What colour is the circle" and the answer right after the object's
+# name: colour questions alone until the look-up forms, then relations alone (mixed with the other
+# kinds from the start they stayed at chance), then every kind, then the kinds still answered
+# wrongly most often.
+#
+# **Keeping the look-up.** In an earlier setup (a four-block language model, the image after the
+# question) the look-up did not simply carry over to the chat layout: trained on chat questions
+# alone, the model forgot the compact form and answered in the chat layout little better than
+# before. So half of the batches of the last part of stage 2 stayed compact, the image came first
+# in both forms (LLaVA-1.5's layout, so a compact and a chat question start alike), and the
+# language model got six blocks, leaving room for the extra step from the answer position back to
+# the object's name. In the setup that came out of it, the compact batches are no longer needed
+# (the box above). A big LLM arrives with such look-ups already learned from text.
+# ```
 #
 # ## 4.6 Beyond the projector
 #
@@ -828,41 +946,38 @@ from transformers import ViTForImageClassification
 
 mix_train, mix_test = ShapesWorld(1500, seed=40, split="train"), ShapesWorld(300, seed=41, split="test")
 mix_towers = {
-    "tiny CLIP tower (chapter 2)": CLIPModel.from_pretrained(zoo.path("clip", mode="tiny"), dtype=torch.float32).vision_model,
-    "tiny ViT (chapter 1)": ViTForImageClassification.from_pretrained(zoo.path("vit", mode="tiny"), dtype=torch.float32).vit,
+    "CLIP tower (ch. 2)": CLIPModel.from_pretrained(zoo.path("clip", mode="tiny"), dtype=torch.float32).vision_model,
+    "ViT (ch. 1)": ViTForImageClassification.from_pretrained(zoo.path("vit", mode="tiny"), dtype=torch.float32).vit,
 }
 mix_features = {name: [patches.patch_features(tower.eval(), w.images() * 2 - 1, batch_size=256) for w in (mix_train, mix_test)]
                 for name, tower in mix_towers.items()}
-mix_features["both, stacked on the channel axis"] = [torch.cat([f[k] for f in mix_features.values()], dim=-1)
-                                                     for k in range(2)]
+mix_features["both, stacked"] = [torch.cat([f[k] for f in mix_features.values()], dim=-1) for k in range(2)]
 mix_probe = {}
 for name, (train_features, test_features) in mix_features.items():
     mix_probe[name] = patches.object_probe(train_features, mix_train.scenes, test_features, mix_test.scenes)
-    print(f"{name:<34} features {tuple(test_features.shape)}: centre-patch colour {mix_probe[name]['colour']:.1%}, "
+    print(f"{name:<20}features {tuple(test_features.shape)}: colour {mix_probe[name]['colour']:.1%}, "
           f"shape {mix_probe[name]['shape']:.1%}")
-stacked = mix_features["both, stacked on the channel axis"][1]
+stacked = mix_features["both, stacked"][1]
 mix_projector = torch.nn.Linear(stacked.shape[-1], config.text_config.hidden_size)
 with torch.no_grad():
-    print(f"one projector: {tuple(stacked.shape)} -> {tuple(mix_projector(stacked).shape)}: still "
-          f"{stacked.shape[1]} image tokens per picture (side by side in the sequence it would be "
-          f"{2 * stacked.shape[1]})")
-taught = tower_probe.get("LLaVA's tower (after the lesson)")  # tiny mode
-if taught:
-    print(f"for comparison, 4.5's LLaVA tower after its patch lesson: shape {taught['shape']:.1%}")
+    print(f"one projector: {tuple(stacked.shape)} -> {tuple(mix_projector(stacked).shape)}, {stacked.shape[1]} image "
+          f"tokens per picture ({2 * stacked.shape[1]} side by side)")
 alone = [mix_probe[name]["shape"] for name in mix_towers]
 claims.at_least("each tower's colour probe", min(p["colour"] for p in mix_probe.values()), 0.95)
 claims.at_most("the better tower's shape probe", max(alone), 0.75)
-claims.at_least("the stack's shape probe over the better tower's",
-                mix_probe["both, stacked on the channel axis"]["shape"] - max(alone), 0.03)
+claims.at_least("the stack's shape probe over the better tower's", mix_probe["both, stacked"]["shape"] - max(alone), 0.03)
+taught = tower_probe.get("LLaVA's tower (after the lesson)")  # tiny mode
+if taught:
+    print(f"for comparison, 4.5's LLaVA tower after its patch lesson: shape {taught['shape']:.1%}")
 
 # %% [markdown]
 # Each tower alone reads every object's colour and the shape of about two objects in three; the
-# stack reads shapes better than either (the last claim asks for at least 3 points). A probe on
-# the stack can do anything a probe on one tower can, so the gain means each tower holds
-# something about shape that the other's features do not hand a linear read-out: two towers
-# trained for different things know different things. That is SPHINX's argument in small, and
-# the stack costs the LLM no extra tokens, only a wider projector input. It is far from what the patch lesson of 4.5 did for one tower (the last line): a mix can
-# only combine what its encoders already know.
+# stack reads shapes better than either (the last claim asks for at least 3 points). A probe on the
+# stack can do anything a probe on one tower can, so the gain means each tower holds something
+# about shape that the other's features do not hand a linear read-out: two towers trained for
+# different things know different things. That is SPHINX's argument in small, and the stack costs
+# the LLM no extra tokens, only a wider projector input. It is far from what the patch lesson of
+# 4.5 did for one tower (the last line): a mix can only combine what its encoders already know.
 #
 # For high resolution, SPHINX feeds the encoders the whole picture shrunk to their 224-pixel
 # input *and* the four sub-images of a 448-pixel version, each at full detail: every view costs

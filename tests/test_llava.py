@@ -214,6 +214,11 @@ def test_fact_checked_answers_reward_true_claims_only() -> None:
     assert all(s.right == 0.0 and s.contradicted == 1.0 for s in llava.fact_check_answers(scenes, prompts, wrong).values())
     bare = llava.fact_check_answers(scenes, prompts, ["Yes"] * len(prompts))
     assert all(s.right == 0.0 and s.claims == 0.0 and s.words == 1.0 for s in bare.values())
+    # a bare true colour is a checked claim, but not a sentence: the word floor keeps it from counting
+    colours = llava.fact_check_answers(scenes, prompts, [scenes[i].objects[0].colour for i, *_ in prompts])
+    assert all(s.right == 0.0 and s.contradicted == 0.0 and s.claims >= 1.0 for s in colours.values())
+    sentences = llava.fact_check_answers(scenes, prompts, [f"It is {scenes[i].objects[0].colour}." for i, *_ in prompts])
+    assert all(s.right == 1.0 for s in sentences.values())
     with pytest.raises(ValueError, match="one answer per prompt"):
         llava.fact_check_answers(scenes, prompts, ["Yes"])
 

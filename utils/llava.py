@@ -446,11 +446,14 @@ def pope(model: Any, processor: Any, scenes: Sequence[Scene], per_scene: int = 2
 
 
 # --- long answers, fact-checked ---------------------------------------------------------------------
+SENTENCE_WORDS = 3  # the shortest answer fact_check_answers counts as right: "It is red."
+
+
 @dataclass
 class InstructionScores:
     """How one response type's answers fare against the fact checker (utils.instruct.FactChecker)."""
 
-    right: float  # share of answers with at least one checked claim and none contradicted
+    right: float  # share of answers of SENTENCE_WORDS or more with at least one checked claim and none contradicted
     contradicted: float  # share of answers with at least one claim the boxes contradict
     claims: float  # checked claims per answer
     words: float  # words per answer
@@ -486,27 +489,19 @@ def fact_check_answers(scenes: Sequence[Scene], prompts: Sequence[tuple[int, str
                        answers: Sequence[str]) -> dict[str, InstructionScores]:
     """Score one answer per prompt of :func:`instruction_prompts` with :func:`fact_check`, per response type.
 
-    An answer counts as right when the fact checker verified at least one claim in it (a colour, a
-    count framed as a total, a relation, a size ...) and found none the boxes contradict. A bare
-    "red" or "three" makes no checkable claim, so the score also asks for the records' full
-    sentences; it checks facts, not grammar.
+    An answer counts as right when it is a sentence of at least :data:`SENTENCE_WORDS` words in
+    which the fact checker verified at least one claim (a colour, a count framed as a total, a
+    relation, a size ...) and found none the boxes contradict. The word floor matters: the checker
+    reads a bare "red" as a colour claim, so without it a model answering every prompt with one
+    true colour would score well. It checks facts, not grammar.
     """
     if len(prompts) != len(answers):
         raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers: pass one answer per prompt")
     rows: dict[str, list[tuple[int, int, int, int]]] = {}
     for (i, kind, question, _), answer in zip(prompts, answers):
         problems, claims = fact_check(scenes[i], question, answer)
-        rows.setdefault(kind, []).append((int(claims > 0 and not problems), int(bool(problems)), claims,
-                                          len(answer.split())))
+        words = len(answer.split())
+        rows.setdefault(kind, []).append((int(claims > 0 and not problems and words >= SENTENCE_WORDS),
+                                          int(bool(problems)), claims, words))
     return {kind: InstructionScores(*(sum(r[k] for r in rs) / len(rs) for k in range(4)), len(rs))
             for kind, rs in rows.items()}
-
-
-def instruction_scores(model: Any, processor: Any, scenes: Sequence[Scene], seed: int = 0,
-                       max_new_tokens: int = 80, **kwargs: Any) -> dict[str, InstructionScores]:
-    """Ask each scene its instruction prompt (:func:`instruction_prompts`) and fact-check the answers
-    (:func:`fact_check_answers`)."""
-    prompts = instruction_prompts(scenes, seed)
-    answers = answer_questions(model, processor, [scenes[i].render() for i, _, _, _ in prompts],
-                               [q for _, _, q, _ in prompts], max_new_tokens=max_new_tokens, **kwargs)
-    return fact_check_answers(scenes, prompts, answers)
