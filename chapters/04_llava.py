@@ -485,11 +485,14 @@ if recipe:
     print(f"stage 1: {steps['stage 1']:,} steps training the projector's {trainable['stage 1']['total']:,} parameters")
     phases = {"stage 2 colour warm-up": "colour warm-up", "stage 2 relation warm-up": "relation warm-up",
               "stage 2 warm-up": "all-kinds warm-up", "stage 2 focus": "focus", "stage 2": "mixed last part"}
-    print(f"stage 2: {trainable['stage 2']['total']:,} parameters (projector and language model); steps: "
-          + ", ".join(f"{name} {steps[k]:,}" for k, name in phases.items()))
+    print(f"stage 2: {trainable['stage 2']['total']:,} parameters (projector and language model); steps:")
+    names = [f"{name} {steps[k]:,}" for k, name in phases.items()]
+    print("  " + ", ".join(names[:3]) + ",\n  " + ", ".join(names[3:]))
     c, q = recipe["compact_share"], recipe["qa_share"]
-    print(f"the last part's batches: {c:.0%} compact questions, {(1 - c) * q:.0%} one-word chat questions, "
-          f"{(1 - c) * (1 - q):.0%} instruction records")
+    print(f"the last part's batches: {c:.0%} compact questions, {(1 - c) * q:.0%} one-word chat questions,")
+    print(f"  {(1 - c) * (1 - q):.0%} instruction records (about {steps['stage 2'] * (1 - c) * (1 - q):.0f} batches of "
+          f"{recipe['batch_size']})")
+    print(f"the patch lesson's relation term weighted {recipe['relation_weight']:g} times")
     print(f"{sum(seconds[k] for k in seconds if k != 'variant') / 60:.0f} minutes on {recipe['threads']} CPU threads")
 
 # %% [markdown]
@@ -497,18 +500,18 @@ if recipe:
 # object. The box "How this differs from LLaVA" at the end of this section lists each departure
 # with what the model scores without it; the first is in the vision tower.
 #
-# **The patch lesson.** A big CLIP has seen 400M captions and its patch features say what is
-# where. Our 3-block CLIP saw one caption per scene. A linear probe on the patch under each
-# object's centre finds its colour almost perfectly but its shape much less well, and nothing
-# about the other objects: features that do not say which patch shows the circle leave the LLM
-# nothing to look up when asked for the circle's colour. So before stage 1, the tower's lower
-# layers train a little further to predict dense targets at every patch (which colour-shape pair
-# covers it, its size, where its object lies relative to each other shape, `utils/patches.py`),
-# and then the tower freezes. Most relation targets are "none" (background patches,
-# shapes that are not in the scene) and easy, so the relation term of that loss counts four
-# times; at equal weight the tower learned the relations of only three object patches in four,
-# and the LLM could not learn to read them. The probe below repeats the centre-patch measurement on
-# the original CLIP tower and on the LLaVA tower.
+# **The patch lesson.** A big CLIP has seen 400M captions and its patch features say what is where.
+# Our 3-block CLIP saw one caption per scene. A linear probe on the patch under each object's
+# centre finds its colour almost perfectly but its shape much less well: features that do not say
+# which patch shows the circle leave the LLM nothing to look up when asked for the circle's colour.
+# So before stage 1, the tower's lower layers train a little further to predict dense targets at
+# every patch (which colour-shape pair covers it, its size, where its object lies relative to each
+# other shape, `utils/patches.py`), and then the tower freezes. Most relation targets are "none"
+# (background patches, shapes that are not in the scene) and easy, so the relation term of that
+# loss counts four times (the record's last line); at equal weight, in an earlier run, the tower
+# learned the relations of far fewer object patches and the LLM could not learn to read them. The
+# probe below repeats the centre-patch measurement on the original CLIP tower and on the LLaVA
+# tower.
 
 # %% tags=["nbval-ignore-output"]
 # Full mode's tower makes 576 features of width 1024 per image: fewer scenes keep them in memory.
@@ -554,7 +557,7 @@ start = time.perf_counter()
 qa = llava.qa_accuracy(model, processor, test_scenes)
 print(f"{sum(len(s.qa) for s in test_scenes)} questions in {time.perf_counter() - start:.0f} s: "
       f"accuracy {qa['all']:.1%} (target 80%)")
-print("by kind:", {k: f"{v:.0%}" for k, v in qa.items() if k != "all"})
+print("by kind: " + ", ".join(f"{k} {v:.0%}" for k, v in qa.items() if k != "all"))
 if runtime.MODE == "tiny":
     claims.at_least("the held-out QA accuracy", qa["all"], 0.80)
     claims.holds("shape questions are the weakest kind", min(qa, key=qa.get) == "shape")
@@ -576,11 +579,13 @@ if runtime.MODE == "tiny":
     claims.at_least("'square' answers per true square", answered_shapes["square"] / true_shapes["square"], 1.3)
 
 # %% [markdown]
-# It says "square" far more often than the answer is a square: the shape of the object of a named
-# colour was the look-up the compact phases learned least well, and in the chat layout it mostly
-# collapsed into that one guess. The focus phase, which spends its steps on the kinds still answered
-# wrongly most often, ran to its limit (the record in 4.5); a longer one, for a reader with an hour
-# of CPU to spare, is the experiment to try, and this row the one to watch.
+# It says "square" far more often than the answer is a square: in the chat layout the shape
+# questions mostly collapsed into that one guess. The focus phase, which spends its steps on the
+# kinds still answered wrongly most often, ran to its 2,500-step limit in this run without
+# passing its gate (the record at the top of this section). A rebuild with the same script,
+# measured at the end of this section, passed the gate after 2,250 focus steps and answers 94.8%
+# of the shape questions, so this weak row reflects the shipped run's path through the gates
+# more than the phase's length.
 #
 # A few answers, with the scenes they are about:
 
@@ -643,10 +648,15 @@ for setting, scores in pope_by_setting.items():
 # answer against the scene's boxes. An answer counts as **right** when it is a sentence (three
 # words or more) in which the checker verified at least one claim and found none false. The word
 # floor is there because the checker reads a bare "red" as a true colour claim; the score checks
-# facts, not grammar or completeness. The writer's own answers, scored the same way, are the
-# ceiling. (Full mode asks about 30 scenes.)
+# facts, not grammar or completeness. The table gives, per response type, the share of answers
+# counted right, the share with at least one *false claim*, and the mean number of checked
+# *claims* and of *words* per answer. The writer's own answers, scored the same way, are the
+# ceiling; they are right by construction (the same boxes wrote and check them), which also shows
+# that the checker raises no false alarms on good answers. (Full mode asks about 30 scenes.)
 
 # %% tags=["nbval-ignore-output"]
+import textwrap
+
 long_scenes = ShapesWorld(120 if runtime.MODE == "tiny" else 30, seed=29, split="test").scenes
 long_prompts = llava.instruction_prompts(long_scenes)
 start = time.perf_counter()
@@ -664,7 +674,8 @@ for who, by_type in long_scores.items():
 for (i, kind, question, _), answer in list(zip(long_prompts, long_answers))[:3]:
     problems, checked = llava.fact_check(long_scenes[i], question, answer)
     verdict = problems[0] if problems else ("no checkable claim" if not checked else f"{checked} claims, all true")
-    print(f"\n[{kind}] {long_scenes[i].caption}\n  Q: {question}\n  A: {answer}\n  checker: {verdict}")
+    print(f"\n[{kind}] {long_scenes[i].caption}\n  Q: {question}\n  A: {answer}")
+    print(textwrap.fill(f"checker: {verdict}", 95, initial_indent="  ", subsequent_indent="    "))
 if runtime.MODE == "tiny":
     ceiling, tiny_scores = long_scores["the writer (ceiling)"], long_scores["the model"]
     claims.holds("the writer's answers are all right", all(s.right == 1.0 for s in ceiling.values()))
@@ -682,9 +693,9 @@ if runtime.MODE == "tiny":
 # sentence with one true colour in it passes. Read the examples with the table. The reason is in
 # the record at the top of this section: the records are 8% of the batches of the last part of
 # stage 2, the rest being one-word and compact questions, and a language model of about a million
-# parameters that read 600 steps of text does not learn to write a paragraph from a few thousand
-# examples. So the heading of this section says what the model was trained on mostly. Whether the
-# records taught it anything at all is the first question for the next table, which scores a
+# parameters that read 600 steps of text does not learn to write a paragraph from about 150 batches
+# of examples. So the heading of this section says what the model was trained on mostly. Whether
+# the records taught it anything at all is the first question for the next table, which scores a
 # rebuild of the model and its variants the same way.
 #
 # ### What the tiny recipe adds, measured
@@ -693,11 +704,17 @@ if runtime.MODE == "tiny":
 # the focus phase, keeping the weights after stage 1, after the all-kinds warm-up and after the
 # focus phase. From them, the last part of stage 2 was retrained for the shipped model's 2,000
 # steps with one part of the recipe undone at a time, and each run was scored like the shipped
-# model: one-word QA on the 60 held-out scenes, POPE F1 on 200, and the long answers on the 120
-# scenes above. The line *recipe* is the rebuild's own last part, the one to compare with. The
+# model: one-word QA on the 60 held-out scenes (all questions, and the shape questions), POPE's
+# F1 and yes-ratio on 200 (random negatives), and the long answers on the 120 scenes above (right
+# per type, the share with a false claim averaged over the types, and the words per
+# description). The line *recipe* is the rebuild's own last part, the one to compare with. The
 # column *compact* counts the compact-question steps each run had before its last part (the
 # warm-ups and the focus phase stop at a gate, so the rebuild's counts differ from the shipped
-# run's). One run each: differences of a few points are within the noise.
+# run's). The shipped line is its training record, measured on the float32 weights before they
+# were saved in float16; the held-out cell above, on the float16 file, prints a slightly
+# different accuracy. One run each, and the noise is large: a long-answer share rests on 40
+# answers (the last line), and the one repeat of the whole recipe, shipped against rebuild,
+# differs by 11 points of QA. Read only large gaps.
 
 # %%
 tiny_folder = Path(zoo.path("llava", mode="tiny"))  # the tiny model's records, in either mode
@@ -705,28 +722,33 @@ tiny_record = json.loads((tiny_folder / "training.json").read_text())
 llava_ablations = json.loads((tiny_folder / "ablations.json").read_text())
 long_kinds = ("conversation", "detail", "complex_reasoning")
 compact_phases = ("stage 2 colour warm-up", "stage 2 relation warm-up", "stage 2 warm-up", "stage 2 focus")
-print(f"{'':<22}{'compact':>8}{'last':>6}{'':>14}{'POPE':>6}{'long answers right':>21}{'words':>7}")
-print(f"{'run':<22}{'steps':>8}{'part':>6}{'QA':>7}{'shape':>7}{'F1':>6}{'conv.':>7}{'detail':>7}{'reason':>7}"
-      f"{'(detail)':>9}")
-print(f"{'shipped':<22}{sum(tiny_record['steps'][k] for k in compact_phases):>8,}{tiny_record['steps']['stage 2']:>6,}"
+print(f"{'':<22}{'compact':>8}{'QA':>7}{'QA':>7}{'POPE':>6}{'POPE':>5}{'long answers right':>21}"
+      f"{'false':>7}{'words':>7}")
+print(f"{'run':<22}{'steps':>8}{'all':>7}{'shape':>7}{'F1':>6}{'yes':>5}{'conv.':>7}{'detail':>7}{'reason':>7}"
+      f"{'claim':>7}{'detail':>7}")
+print(f"{'shipped':<22}{sum(tiny_record['steps'][k] for k in compact_phases):>8,}"
       f"{tiny_record['qa_accuracy']['all']:7.1%}{tiny_record['qa_accuracy']['shape']:7.1%}"
-      f"{tiny_record['pope']['f1']:6.2f}{'(the table above)':>21}")
+      f"{tiny_record['pope']['f1']:6.2f}{tiny_record['pope']['yes_ratio']:5.2f}{'(the table above)':>21}")
 for name, entry in llava_ablations.items():
     long = entry["instructions"]
-    print(f"{name:<22}{sum(entry['compact steps before'].values()):>8,}{entry['last-part steps']:>6,}"
-          f"{entry['qa']['all']:7.1%}{entry['qa']['shape']:7.1%}{entry['pope f1']:6.2f}"
-          + "".join(f"{long[k]['right']:7.0%}" for k in long_kinds) + f"{long['detail']['words']:9.1f}")
+    print(f"{name:<22}{sum(entry['compact steps before'].values()):>8,}{entry['qa']['all']:7.1%}"
+          f"{entry['qa']['shape']:7.1%}{entry['pope f1']:6.2f}{entry['pope yes-ratio']:5.2f}"
+          + "".join(f"{long[k]['right']:7.0%}" for k in long_kinds)
+          + f"{np.mean([long[k]['contradicted'] for k in long_kinds]):7.0%}{long['detail']['words']:7.1f}")
+n_long = llava_ablations["recipe"]["instructions"]["detail"]["n"]
+print(f"each long-answer share rests on {n_long} answers: its 95% interval reaches "
+      f"±{196 * (0.25 / n_long) ** 0.5:.0f} points")
 
 # %% [markdown]
 # ```{admonition} How this differs from LLaVA, and why
 # :class: note
 # - **A patch lesson for the vision tower.** LLaVA keeps CLIP's tower frozen from the first step.
 #   Ours learned from one caption per scene, and a probe on the patch under an object read its
-#   shape for about two objects in three before the lesson and nearly all of them after it (the
-#   probe earlier in this section; the lesson's own record reads relations at 98% of object
-#   patches). So the tower's lower layers trained on dense per-patch targets, then froze. Not
-#   ablated end to end: that means running the whole pipeline again without it, which was not
-#   done; the probe is the number we have.
+#   shape for about two objects in three. So the tower's lower layers trained on dense per-patch
+#   targets, then froze; after that the same probe reads nearly every shape (the probe earlier in
+#   this section). That is close to guaranteed, since the lesson trained the tower on this very
+#   label, and it is not an end-to-end ablation: running the whole pipeline without the lesson was
+#   not done.
 # - **A language model that has read ShapesWorld, not the web.** 600 steps of text stand in for an
 #   LLM's pretraining. Not ablated: without them there is no language to align the pictures to.
 # - **Compact questions before the last part of stage 2.** LLaVA asks its questions in the chat
@@ -737,20 +759,23 @@ for name, entry in llava_ablations.items():
 #   POPE F1 of 0.56, against 97.9% and 0.99. That run had 6,050 fewer steps; one with as many steps
 #   in all was not made, and the aside tells how the phases were found.
 # - **The focus phase.** Started from the all-kinds warm-up instead, the last part answers 85.9%
-#   of the questions against the recipe's 97.9% (shape 76.5%), and its POPE F1
-#   falls from 0.99 to 0.75. That run also had 2,250 fewer compact steps, so part of the gap may
-#   be training time; the phase's point is to spend those steps where the errors are.
-# - **Half of the last part's batches compact.** Without them the rebuild answers 98.5% (recipe
-#   97.9%) and writes long answers no worse. So at this point they are not needed. The aside
-#   below says the look-up was forgotten without them: that happened in an earlier setup (four
-#   blocks, the image after the question), not in this one.
-# - **Mostly one-word questions; the generated records are 8% of the last part.** LLaVA's stage 2
-#   trains on the generated records (LLaVA-1.5 mixes in academic VQA under the one-word prompt).
-#   Without the records, one-word QA is unchanged (97.8%), but the model answers every long
-#   prompt in about one word (1.3 words per description) and none of its answers counts as right.
-#   With them it writes sentences, 31.7 words per description, and 55%, 30% and 38% of its
-#   conversation, description and reasoning answers count as right; the rest are garbled or
-#   false. The records taught the form of a long answer, not yet its content.
+#   of the questions against the recipe's 97.9% (shape 76.5%), and its POPE F1 falls from 0.99 to
+#   0.75 as it says yes too often (yes-ratio 0.67). That run also had 2,250 fewer compact steps,
+#   and whether the phase's weighting beats as many more all-kinds steps was not tested.
+# - **Half of the last part's batches compact.** Without them the rebuild answers 98.5% of the
+#   questions (recipe 97.9%), so one-word QA no longer needs them in this setup. (The aside below
+#   says the look-up was forgotten without them; that happened in an earlier setup.) Its long
+#   answers are not comparable: without compact batches the records' share of the batches doubles.
+# - **Mostly one-word questions; the generated records are 8% of the last part.** LLaVA-1 trained
+#   stage 2 on its 158K generated records alone. LLaVA-1.5's 665K mix keeps them, about a quarter
+#   of it, beside ShareGPT's text conversations, VQA and OCR data sets under the one-word prompt,
+#   multiple choice, short captions and region data. Without the records, one-word QA is
+#   unchanged (97.8%), but the model answers every long prompt in about one word (1.3 words per
+#   description): below the score's three-word floor, so none counts as right, and only 9% make
+#   a false claim; they are not wrong so much as not answers. With the records it writes
+#   sentences, 31.7 words per description, and 55%, 30% and 38% of its conversation, description
+#   and reasoning answers count as right, while half carry a false claim. The records taught the
+#   form of a long answer, not yet its content.
 # - **The rebuild is not the shipped run.** The warm-ups and the focus phase stop at gates, and the
 #   rebuild passed them at other steps (the *compact* column). Its last part answers 97.9% of the
 #   questions, shape 94.8%, where the shipped model answers 86.5%, shape 50.4%: same script, same
@@ -758,10 +783,11 @@ for name, entry in llava_ablations.items():
 #   (floating-point sums differ between machines and library versions), only that the curriculum
 #   is sensitive to it. The shipped model stays because chapter 6's FROMAGe is trained on its
 #   language model.
-# - **Six blocks where four would do for text.** Kept from the trials in the aside; not ablated in
-#   this edition.
+# - **Six blocks in the language model.** Kept from the trials in the aside; not ablated in this
+#   edition.
 # - **Size.** About 1.1M parameters trained in stage 2 (the record above) and 64-pixel pictures,
-#   against LLaVA-1.5-7B's 7B; it is what lets the model train in under an hour on a CPU.
+#   against LLaVA-1.5-7B's 7B; it is what lets the model train on a CPU (69 minutes, the record
+#   at the top of this section).
 # - **The same as LLaVA-1.5:** patch features of the tower's penultimate layer without [CLS]; a
 #   two-layer GELU projector; stage 1 training only the projector, on captions, and stage 2 the
 #   projector and the language model; the label mask; the chat template with the image first; the
@@ -790,8 +816,8 @@ for name, entry in llava_ablations.items():
 # before. So half of the batches of the last part of stage 2 stayed compact, the image came first
 # in both forms (LLaVA-1.5's layout, so a compact and a chat question start alike), and the
 # language model got six blocks, leaving room for the extra step from the answer position back to
-# the object's name. In the setup that came out of it, the compact batches are no longer needed
-# (the box above). A big LLM arrives with such look-ups already learned from text.
+# the object's name. In the setup that came out of it, one-word QA no longer needs the compact
+# batches (the box above). A big LLM arrives with such look-ups already learned from text.
 # ```
 #
 # ## 4.6 Beyond the projector
@@ -830,14 +856,15 @@ print(f"trainable expert parameters per block: {expert:,} of {sum(p.numel() for 
 #
 # ### SPHINX: mixing weights and encoders
 #
-# SPHINX fine-tunes one model on two kinds of data from the same start, obtaining
-# $\theta_{a}$ and $\theta_{b}$, and then simply averages them:
+# SPHINX trains a model on one kind of data, $\theta_{a}$, trains a copy of it further on another
+# kind, $\theta_{b}$, and then simply averages the two:
 #
 # $$\theta_{mix} = \beta\, \theta_a + (1 - \beta)\, \theta_b .$$
 #
 # The hope is a model with both skills, without training on both kinds of data at once. The tiny
 # checkpoint ships a second copy of stage 2, trained from the same stage-1 weights on the
-# instruction records only: long answers, no one-word QA. So the two models have different
+# instruction records only (so our two models branch from a common start, where SPHINX's second
+# grows out of the first): long answers, no one-word QA. So the two models have different
 # skills. The model of 4.5 answers one-word questions; the variant writes descriptions that open,
 # as the records' detailed descriptions do, with a sentence that counts the shapes. For several
 # $\beta$ we measure both skills on 20 held-out scenes: one-word QA accuracy on their questions, and
@@ -929,14 +956,15 @@ else:
 # Weights are one of three things SPHINX mixes. It also mixes **tasks**, training one model on
 # captions, VQA, grounding and more at once, and **visual embeddings**: the patch features of three
 # frozen encoders (CLIP's ViT-L/14, OpenCLIP's ConvNeXt-XXL and DINOv2) are concatenated along the
-# channel axis before one projector, so the LLM gets the semantics of one encoder and the fine
-# detail of another, and the 32 query outputs of a BLIP-2 Q-Former, projected separately, are
-# appended to the sequence.
+# channel axis before one projector (ConvNeXt's coarser feature map is first brought to the ViTs'
+# grid), so the LLM gets the semantics of one encoder and the fine detail of another, and the 32
+# query outputs of a BLIP-2 Q-Former, projected separately, join them in the sequence.
 #
 # The embedding mix is easy to try in miniature. The course has two small towers that saw the same
-# 64-pixel pictures for different reasons: chapter 2's CLIP tower learned from captions, chapter
-# 1's ViT learned to classify one colour-shape pair. Both cut a picture into the same 8 x 8 grid
-# of patches, so their features can be stacked channel by channel, patch by patch. The cell
+# kind of 64-pixel pictures for different reasons: chapter 2's CLIP tower learned from captions,
+# chapter 1's ViT learned to name the one object of a one-object picture (15 colour-shape classes;
+# it never saw the probe's scenes of two or three objects). Both cut a picture into the same 8 x 8
+# grid of patches, so their features can be stacked channel by channel, patch by patch. The cell
 # repeats 4.5's centre-patch probe on each tower alone and on the stack (both towers as they were
 # shipped, before any patch lesson; the tiny ones in either mode), then puts the stack through one
 # untrained linear projector to see what the LLM would be handed.
@@ -960,24 +988,31 @@ for name, (train_features, test_features) in mix_features.items():
 stacked = mix_features["both, stacked"][1]
 mix_projector = torch.nn.Linear(stacked.shape[-1], config.text_config.hidden_size)
 with torch.no_grad():
-    print(f"one projector: {tuple(stacked.shape)} -> {tuple(mix_projector(stacked).shape)}, {stacked.shape[1]} image "
-          f"tokens per picture ({2 * stacked.shape[1]} side by side)")
+    tokens = mix_projector(stacked)
+    widths = "+".join(str(f[1].shape[-1]) for name, f in mix_features.items() if name in mix_towers)
+    print(f"stack: {stacked.shape[1]} patches x ({widths}) channels -> one projector -> {tokens.shape[1]} tokens "
+          f"of width {tokens.shape[-1]} (the LM's)")
+    print(f"one tower's tokens after the other's would give {2 * stacked.shape[1]} tokens instead")
+gain = mix_probe["both, stacked"]["shape"] - max(mix_probe[name]["shape"] for name in mix_towers)
+print(f"shape: stack minus the better tower {gain * 100:+.1f} points")
 alone = [mix_probe[name]["shape"] for name in mix_towers]
 claims.at_least("each tower's colour probe", min(p["colour"] for p in mix_probe.values()), 0.95)
 claims.at_most("the better tower's shape probe", max(alone), 0.75)
-claims.at_least("the stack's shape probe over the better tower's", mix_probe["both, stacked"]["shape"] - max(alone), 0.03)
+claims.at_least("the stack's shape probe over the better tower's", gain, 0.03)
 taught = tower_probe.get("LLaVA's tower (after the lesson)")  # tiny mode
 if taught:
     print(f"for comparison, 4.5's LLaVA tower after its patch lesson: shape {taught['shape']:.1%}")
 
 # %% [markdown]
 # Each tower alone reads every object's colour and the shape of about two objects in three; the
-# stack reads shapes better than either (the last claim asks for at least 3 points). A probe on the
-# stack can do anything a probe on one tower can, so the gain means each tower holds something
-# about shape that the other's features do not hand a linear read-out: two towers trained for
-# different things know different things. That is SPHINX's argument in small, and the stack costs
-# the LLM no extra tokens, only a wider projector input. It is far from what the patch lesson of
-# 4.5 did for one tower (the last line): a mix can only combine what its encoders already know.
+# stack reads shapes better than either (the gain is printed, and the cell asks for at least 3
+# points). A probe on the stack can do anything a probe on one tower can, so the gain means each
+# tower holds something about shape that the other's features do not hand a linear read-out.
+# Whether that comes from their different training or simply from being two different networks, a
+# stack of two towers trained the same way with different seeds would tell; we have not run it.
+# That is SPHINX's argument in small. The stack costs the LLM no extra tokens; its cost is a second
+# encoder to run. The patch lesson of 4.5 did far more for one tower (the last line), but it
+# trained the tower on this very label, while the stack adds its points with no labels at all.
 #
 # For high resolution, SPHINX feeds the encoders the whole picture shrunk to their 224-pixel
 # input *and* the four sub-images of a 448-pixel version, each at full detail: every view costs
@@ -1051,7 +1086,9 @@ fig = plotting.show_images([photo], [plotting.wrap(answer, 40)], columns=1, size
 #   way it needs a validator for its form and a fact checker for its content.
 # - A model is judged on held-out questions and on hallucination (POPE's yes-ratio and F1).
 # - The tiny model needed features that say what is where and a curriculum of compact questions
-#   kept up through stage 2: reminders of what a big pretrained encoder and LLM bring for free.
+#   ending in a focus phase: reminders of what a big pretrained encoder and LLM bring for free. The
+#   generated records, 8% of its last stage-2 batches, taught it the form of a long answer but not
+#   its content (the table in 4.5).
 # - Beyond the projector: deep fusion with a visual expert (CogVLM), weight and encoder mixing
 #   (SPHINX), and programs that call vision tools (ViperGPT, Visual ChatGPT).
 #

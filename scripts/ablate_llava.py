@@ -5,9 +5,10 @@
 Chapter 4's box "How this differs from LLaVA, and why" and its measurement of the generated
 instruction data print these numbers. The variants start from the weights that
 ``scripts/train_llava.py --checkpoints DIR`` keeps (``after_warmup.pt``, which also holds the
-stage-1 weights, and ``after_focus.pt``); run that first (about 50 minutes on two threads). Every
-variant then trains the mixed last part of stage 2 for ``--steps`` (2,000, as the shipped model
-did; about ten minutes on two threads) and is scored like the shipped model:
+stage-1 weights, and ``after_focus.pt``); run that first (25 to 55 minutes on two threads, as the
+phases pass their gates sooner or later). Every variant then trains the mixed last part of stage 2
+for ``--steps`` (2,000, as the shipped model did; 8 to 10 minutes on two threads) and is scored
+like the shipped model:
 
 - one-word QA accuracy through the processor and ``generate`` on the chapter's 60 held-out scenes;
 - POPE F1 (random negatives) on its 200 held-out scenes;
