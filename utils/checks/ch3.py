@@ -6,7 +6,7 @@ from typing import Any, Callable
 
 import torch
 
-from utils.checks.core import Verdict, Wrong, expect, expect_close, run_check
+from utils.checks.core import Verdict, Wrong, expect, expect_close, reject_known_mistakes, run_check
 
 
 def _as_allowed(mask: Any, Q: int, L: int) -> torch.Tensor:
@@ -165,9 +165,7 @@ def check_cross_attention(cross_attention: Callable, quiet: bool = False) -> Ver
                     (attend(q, k, image, D ** -0.5), "average the projected values v = keys_values @ Wv, not the raw "
                      "keys_values"),
                 ]
-                for wrong, hint in diagnoses:
-                    if torch.allclose(got, wrong, atol=1e-4):
-                        raise Wrong(sizes + hint)
+                reject_known_mistakes(got, diagnoses, sizes, atol=1e-4)
             expect_close(got, want, sizes + "softmax((queries @ Wq) @ (keys_values @ Wk).transpose(-2, -1) / sqrt(D), "
                          "dim=-1) @ (keys_values @ Wv)", atol=1e-4)
 
@@ -234,9 +232,7 @@ def check_itc_similarity(itc_similarity: Callable, quiet: bool = False) -> Verdi
             ]
             if M == B:
                 slips.append((want.T, "one row per image and one column per text; you returned the transpose"))
-            for wrong, hint in slips:
-                if torch.allclose(got, wrong, atol=1e-5):
-                    raise Wrong(sizes + hint)
+            reject_known_mistakes(got, slips, sizes, atol=1e-5)
             expect_close(got, want, sizes + "s_ij = max over q of cos(z_iq, t_j): normalise both along d, compare "
                          "every query of image i with text j, keep the best", atol=1e-5)
 
@@ -334,9 +330,7 @@ def check_splice_prompts(splice_prompts: Callable, model: Any = None, processor:
                 (_splice_loop(embeds, ids, prompts[:1].expand(B, -1, -1), image_token_id), "every row got image 0's "
                  "prompts; row b takes image b's"),
             ]
-            for wrong, hint in slips:
-                if torch.allclose(got, wrong, atol=1e-6):
-                    raise Wrong(where + hint)
+            reject_known_mistakes(got, slips, where, atol=1e-6)
             expect_close(got, want, where + "the k-th image-token position of the batch (row by row, left to "
                          "right) gets the k-th of the B*Q prompt vectors", atol=1e-6)
 

@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 import torch
 
-from utils.checks.core import Verdict, Wrong, expect, run_check
+from utils.checks.core import Verdict, Wrong, expect, reject_known_mistakes, run_check
 
 
 def _diffusion_case(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -44,9 +44,7 @@ def check_q_sample(q_sample: Callable, quiet: bool = False) -> Verdict:
              "(torch.cumprod(1 - betas, 0)[t])"),
             (torch.sqrt(a_t) * x0 + torch.sqrt(1 - a_t) * eps * torch.sqrt(a_t), "the noise term is sqrt(1 - alpha_bar_t) eps, nothing more"),
         ]
-        for wrong, hint in mistakes:
-            if torch.allclose(got.double(), wrong, atol=1e-6):
-                raise Wrong(hint)
+        reject_known_mistakes(got.double(), mistakes, atol=1e-6)
         raise Wrong(f"x_t differs from the closed form (max abs difference {(got.double() - want).abs().max():.3g}); "
                     "compute alpha_bar = cumprod(1 - betas) and pick alpha_bar[t] per image")
 

@@ -52,6 +52,14 @@ def expect_close(actual: Any, expected: torch.Tensor, hint: str, atol: float = 1
         raise Wrong(f"values differ from the reference (max abs difference {worst:.3g}). {hint}")
 
 
+def reject_known_mistakes(actual: torch.Tensor, mistakes: list[tuple[torch.Tensor, str]], prefix: str = "",
+                          atol: float = 1e-5) -> None:
+    """Fail with the hint of the first planted mistake that ``actual`` is close to (``prefix`` + hint)."""
+    for wrong, hint in mistakes:
+        if torch.allclose(actual, wrong, atol=atol):
+            raise Wrong(prefix + hint)
+
+
 def run_check(exercise: str, test: Callable[[], None], *, quiet: bool = False) -> Verdict:
     """Run ``test`` (which calls the learner's code and uses :func:`expect`) and report the verdict."""
     try:
