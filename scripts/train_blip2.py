@@ -377,11 +377,7 @@ def text_steps(run: Run, start: float) -> int:
         out = lm(input_ids=ids, attention_mask=mask, output_attentions=True)
         look = look_loss(out.attentions, looks, args) if looks else torch.zeros(())
         loss = tiny_lm.lm_loss(out.logits, labels) + (args.look_weight * look if looks else 0)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(lm.parameters(), 1.0)
-        optimizer.step()
-        warm.step()
+        training.update(optimizer, loss, lm.parameters(), warm)
         if (step + 1) % 100 == 0:
             lm.eval()
             scores = probe_on_notes(run)
@@ -467,11 +463,7 @@ def qformer_pretraining(run: Run) -> None:
         ids, mask = caption_batch(run, run.scenes, index)
         losses = stage1.stage1_losses(run.features[index], ids, mask, generator)
         loss = sum(losses.values())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(stage1.parameters(), 1.0)
-        optimizer.step()
-        lr_schedule.step()
+        training.update(optimizer, loss, stage1.parameters(), lr_schedule)
         with torch.no_grad():
             stage1.temperature.clamp_(0.001, 0.5)  # BLIP-2's bounds on the learned temperature
         if (step + 1) % 50 == 0:
@@ -525,11 +517,7 @@ def bridge_training(run: Run) -> None:
         target = embedding(run.notes[index])  # (B, Q, H): the note words the prompts should resemble
         loss_notes = (prompts - target).pow(2).mean() / target.pow(2).mean()
         loss = loss_lm + args.notes_weight * loss_notes
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        optimizer.step()
-        lr_schedule.step()
+        training.update(optimizer, loss, trainable, lr_schedule)
         if (step + 1) % 250 == 0 or step + 1 == args.steps:
             report_bridge(run, step, loss_lm, loss_notes, start)
     model.eval()

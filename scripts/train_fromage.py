@@ -155,11 +155,7 @@ def train(run: Run) -> None:
     for step in range(args.steps):
         losses = step_loss(run, rng)
         loss = sum(losses.values())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(heads.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
+        training.update(optimizer, loss, heads.parameters(), schedule)
         if (step + 1) % 100 == 0 or step + 1 == args.steps:
             parts = ", ".join(f"{k} {v.item():.3f}" for k, v in losses.items())
             print(f"[train] step {step + 1}/{args.steps}: {parts} ({time.perf_counter() - start:.0f} s)", flush=True)

@@ -240,11 +240,7 @@ def train_steps(run: Run, model: Any, sample: Callable[[random.Random, int], Bat
         if batch[0][0] is not None:
             inputs["pixel_values"] = run.pixels[[i for i, _ in batch]]
         loss = model(**inputs).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-        optimizer.step()
-        lr_schedule.step()
+        training.update(optimizer, loss, parameters, lr_schedule)
         if (step + 1) % log_every == 0 or step + 1 == steps:
             print(f"[{name}] step {step + 1}/{steps} loss {loss.item():.4f} ({time.perf_counter() - start:.0f} s)",
                   flush=True)
@@ -309,10 +305,7 @@ def text_pretraining(run: Run) -> None:
                            return_tensors="pt")
         labels = inputs["input_ids"].masked_fill(inputs["attention_mask"] == 0, IGNORE_INDEX)
         loss = model(**inputs, labels=labels).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        lr_schedule.step()
+        training.update(optimizer, loss, schedule=lr_schedule)
         if (step + 1) % 200 == 0 or step + 1 == args.steps0:
             print(f"[text] step {step + 1}/{args.steps0} loss {loss.item():.4f}", flush=True)
     model.eval()

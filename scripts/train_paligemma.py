@@ -105,11 +105,7 @@ def train(run: Run) -> None:
         batch, pixels, boxes = sample(run, rng, args.batch_size, tasks)
         logits = paligemma.forward(model, batch, pixels, boxes)
         loss = tiny_lm.lm_loss(logits, batch["labels"])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
+        training.update(optimizer, loss, model.parameters(), schedule)
         if (step + 1) % 250 == 0 or step + 1 == args.steps:
             print(f"[train] step {step + 1}/{args.steps} loss {loss.item():.4f} "
                   f"({time.perf_counter() - start:.0f} s)", flush=True)

@@ -12,6 +12,7 @@ from utils.training import (
     accuracy,
     ramped_cosine_schedule,
     train_classifier,
+    update,
     warmup_then_constant_schedule,
     warmup_then_cosine,
     warmup_then_cosine_schedule,
@@ -80,3 +81,31 @@ def test_the_three_schedules_have_the_curves_their_names_say() -> None:
     assert ramped[10] < then_cosine[10] == pytest.approx(1.0) and ramped[-1] < 0.01
     constant = multipliers(lambda o: warmup_then_constant_schedule(o, 50), 200)
     assert constant[0] == pytest.approx(0.02) and constant[49:] == pytest.approx([1.0] * 151)
+
+
+def test_update_is_the_usual_five_lines_and_clips() -> None:
+    """training.update gives bit for bit the weights of the loop it replaced in the training scripts."""
+    x, y = toy_problem()
+    models = [model(), model()]
+    optimizers = [torch.optim.AdamW(m.parameters(), lr=0.5) for m in models]
+    schedules = [warmup_then_cosine_schedule(o, 20, 2) for o in optimizers]
+    for step in range(20):
+        batch = slice(8 * step, 8 * step + 8)
+        a, b = (torch.nn.functional.cross_entropy(m(x[batch]) * 50, y[batch]) for m in models)  # big gradients
+        optimizers[0].zero_grad(set_to_none=True)
+        a.backward()
+        torch.nn.utils.clip_grad_norm_(models[0].parameters(), 1.0)
+        optimizers[0].step()
+        schedules[0].step()
+        update(optimizers[1], b, models[1].parameters(), schedules[1])
+    for p, q in zip(models[0].parameters(), models[1].parameters()):
+        assert torch.equal(p, q)
+    assert schedules[0].get_last_lr() == schedules[1].get_last_lr()
+    # the clip acts: with plain SGD at lr 1, a huge loss moves the weights by exactly the clipped norm
+    m = model()
+    sgd = torch.optim.SGD(m.parameters(), lr=1.0)
+    before = [p.detach().clone() for p in m.parameters()]
+    update(sgd, 1e6 * m(x).sum(), m.parameters(), max_grad_norm=0.5)
+    moved = torch.cat([(p.detach() - q).flatten() for p, q in zip(m.parameters(), before)])
+    assert moved.norm().item() == pytest.approx(0.5, rel=1e-4)
+

@@ -279,7 +279,7 @@ def train_denoiser(model: nn.Module, eps_model: Callable[..., torch.Tensor], dat
     unconditional estimate. With ``ema_decay`` the model ends holding the EMA weights. Returns the
     loss of every step. Deterministic for a given ``seed``.
     """
-    from utils.training import progress, warmup_then_cosine_schedule
+    from utils.training import progress, update, warmup_then_cosine_schedule
 
     if conditions is not None and len(conditions) != len(data):
         raise ValueError(f"need one condition per example: {len(conditions)} conditions for {len(data)} examples")
@@ -304,11 +304,7 @@ def train_denoiser(model: nn.Module, eps_model: Callable[..., torch.Tensor], dat
                 condition = torch.where(drop.reshape(shape), null_condition.expand_as(condition), condition)
             kwargs["condition"] = condition
         loss = epsilon_loss(eps_model, data[index], schedule, generator, **kwargs)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimiser.step()
-        scheduler.step()
+        update(optimiser, loss, model.parameters(), scheduler)
         if ema is not None:
             ema.update(model)
         losses.append(loss.item())
@@ -428,7 +424,7 @@ def train_vae(vae: nn.Module, data: torch.Tensor, *, steps: int, batch_size: int
     term (Stable Diffusion's VAE uses one too) keeps the latent space smooth without blurring the
     reconstructions. Returns the loss of every step.
     """
-    from utils.training import progress, warmup_then_cosine_schedule
+    from utils.training import progress, update, warmup_then_cosine_schedule
 
     generator = torch.Generator().manual_seed(seed)
     optimiser = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
@@ -441,10 +437,7 @@ def train_vae(vae: nn.Module, data: torch.Tensor, *, steps: int, batch_size: int
         posterior = vae.encode(x).latent_dist
         z = posterior.sample(generator=generator)  # (B, 4, H/f, W/f)
         loss = F.mse_loss(vae.decode(z).sample, x) + kl_weight * posterior.kl().mean()
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        scheduler.step()
+        update(optimiser, loss, schedule=scheduler)
         losses.append(loss.item())
         bar.update()
         if step % 50 == 0 or step == steps - 1:

@@ -345,6 +345,7 @@ def train_input_map(lm: FrozenLM, heads: FromageHeads, embeds: torch.Tensor, cap
     import copy
 
     from utils.tiny_lm import lm_loss
+    from utils.training import update
 
     if len(embeds) != len(captions) or len(captions) == 0:
         raise ValueError(f"need as many captions as embeddings (and at least one): {len(captions)} vs {len(embeds)}")
@@ -357,7 +358,5 @@ def train_input_map(lm: FrozenLM, heads: FromageHeads, embeds: torch.Tensor, cap
         pick = torch.randperm(len(captions), generator=generator)[:batch_size].tolist()
         _, ids, logits, labels = caption_forward(lm, tuned, embeds[pick], [captions[i] for i in pick])
         loss = lm_loss(logits, labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        update(optimizer, loss)
     return tuned.eval()

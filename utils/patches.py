@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from utils.shapes import COLOURS, SHAPES, Scene, relation
-from utils.training import ramped_cosine_schedule
+from utils.training import ramped_cosine_schedule, update
 
 COLOUR_SHAPE_PAIRS = [(c, s) for c in COLOURS for s in SHAPES]
 BACKGROUND_PAIR = len(COLOUR_SHAPE_PAIRS)  # class id of "no object here"
@@ -167,11 +167,7 @@ def pretrain_vision(vision_model: nn.Module, pixel_values: torch.Tensor, scenes:
         index = torch.randint(len(pixel_values), (batch_size,), generator=generator)
         logits = head(patch_features(vision_model, pixel_values[index], layer))
         loss = vision_pretraining_loss(logits, {k: v[index] for k, v in targets.items()}, relation_weight)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-        optimizer.step()
-        schedule.step()
+        update(optimizer, loss, parameters, schedule)
         if log_every and (step + 1) % log_every == 0:
             print(f"[patches] step {step + 1}/{steps} loss {loss.item():.4f}", flush=True)
     vision_model.eval()

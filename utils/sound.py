@@ -233,7 +233,7 @@ def train_to_targets(encoder: SoundEncoder, specs: torch.Tensor, targets: torch.
     temperature tau = 1 / exp(logit_scale) capped at 1 / MAX_LOGIT_SCALE as in CLIP. The targets
     never move. Returns the loss of each step and the final 1/tau.
     """
-    from utils.training import warmup_then_cosine_schedule
+    from utils.training import update, warmup_then_cosine_schedule
 
     if len(specs) != len(targets):
         raise ValueError(f"{len(specs)} sounds but {len(targets)} targets: they must pair up")
@@ -248,10 +248,7 @@ def train_to_targets(encoder: SoundEncoder, specs: torch.Tensor, targets: torch.
         batch = torch.randperm(len(specs), generator=generator)[:batch_size]  # (B,)
         similarity = encoder(specs[batch].float()) @ targets[batch].T  # (B, B): sounds x targets
         loss = clip_loss(similarity, 1 / logit_scale.exp())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
+        update(optimizer, loss, schedule=schedule)
         with torch.no_grad():
             logit_scale.clamp_(max=math.log(MAX_LOGIT_SCALE))
         losses.append(loss.item())

@@ -56,6 +56,28 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
     return (predict(model, images, batch_size).argmax(-1) == labels).float().mean().item()
 
 
+def update(
+    optimizer: torch.optim.Optimizer,
+    loss: torch.Tensor,
+    clip: Iterable[torch.Tensor] | None = None,
+    schedule: torch.optim.lr_scheduler.LRScheduler | None = None,
+    max_grad_norm: float = 1.0,
+) -> None:
+    """One optimiser update, the same in every training loop of the course.
+
+    Clear the old gradients, backpropagate ``loss``, rescale the gradients of ``clip`` (the
+    parameters being trained) so that their joint norm is at most ``max_grad_norm`` -- one bad
+    batch cannot throw the weights far off -- step, and advance the learning-rate ``schedule``.
+    """
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip is not None:
+        torch.nn.utils.clip_grad_norm_(clip, max_grad_norm)
+    optimizer.step()
+    if schedule is not None:
+        schedule.step()
+
+
 # Three learning-rate schedules, each a LambdaLR whose multiplier starts with a linear warm-up.
 def warmup_then_cosine(step: int, total: int, warmup: int) -> float:
     """Learning-rate multiplier: linear warm-up to 1 over ``warmup`` steps, then a cosine decay to 0 over the rest."""
@@ -123,12 +145,8 @@ def train_classifier(
             if augment is not None:
                 x = augment(x, generator)
             loss = F.cross_entropy(model(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if max_grad_norm is not None:  # one bad batch cannot throw the weights far off
-                torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-            optimizer.step()
-            schedule.step()
+            clip = model.parameters() if max_grad_norm is not None else None
+            update(optimizer, loss, clip, schedule, max_grad_norm or 1.0)
             history.step_loss.append(loss.item())
             bar.update()
         history.train_accuracy.append(accuracy(model, images[:TRAIN_EVAL_SIZE], labels[:TRAIN_EVAL_SIZE]))
