@@ -461,7 +461,9 @@ def qformer_pretraining(run: Run) -> None:
     for step in range(args.stage1_steps):
         index = rng.sample(range(len(run.scenes)), args.batch_size)
         ids, mask = caption_batch(run, run.scenes, index)
-        losses = stage1.stage1_losses(run.features[index], ids, mask, generator)
+        captions = [run.scenes[i].caption for i in index]
+        matches = torch.tensor([[a == b for b in captions] for a in captions])  # same caption: not a negative
+        losses = stage1.stage1_losses(run.features[index], ids, mask, generator, matches)
         loss = sum(losses.values())
         training.update(optimizer, loss, stage1.parameters(), lr_schedule)
         with torch.no_grad():

@@ -328,6 +328,22 @@ def test_hard_negatives_are_never_the_pair_itself_and_follow_the_similarity() ->
         sample_hard_negatives(torch.zeros(2, 3))
 
 
+def test_hard_negatives_skip_pairs_marked_as_matching() -> None:
+    # texts 0 and 1 are the same caption: for image 0, text 1 is the most similar and yet a match
+    logits = torch.tensor([[5.0, 4.9, 0.0], [4.9, 5.0, 0.0], [0.0, 0.0, 5.0]])
+    matches = torch.tensor([[True, True, False], [True, True, False], [False, False, True]])
+    for seed in range(20):
+        negative_text, negative_image = sample_hard_negatives(logits, torch.Generator().manual_seed(seed), matches)
+        assert negative_text[:2].tolist() == [2, 2] and negative_image[:2].tolist() == [2, 2]
+        assert negative_text[2] in (0, 1) and negative_image[2] in (0, 1)
+    unmasked = [sample_hard_negatives(logits, torch.Generator().manual_seed(seed))[0][0].item() for seed in range(20)]
+    assert unmasked.count(1) >= 15  # without the mask, image 0's "negative" is nearly always its own caption
+    with pytest.raises(ValueError, match="no negative"):
+        sample_hard_negatives(logits[:2, :2], None, matches[:2, :2])
+    with pytest.raises(ValueError, match=r"matches must be \(B, B\)"):
+        sample_hard_negatives(logits, None, matches[:2])
+
+
 @pytest.fixture(scope="module")
 def stage1() -> QFormerForPretraining:
     torch.manual_seed(0)

@@ -593,13 +593,16 @@ class QFormerForPretraining(nn.Module):
 
     def stage1_losses(
         self, image_embeds: torch.Tensor, text_ids: torch.Tensor, text_mask: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | None = None, matches: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """The three stage-1 losses on a batch of matching (image, text) pairs; BLIP-2 trains on their sum."""
+        """The three stage-1 losses on a batch of matching (image, text) pairs; BLIP-2 trains on their sum.
+
+        ``matches`` (B, B) marks off-diagonal pairs that match too; ITM never draws them as negatives.
+        """
         query_feats, text_feat = self.contrastive_features(image_embeds, text_ids, text_mask)
         itc = itc_loss(query_feats, text_feat, self.temperature)
         logits = itc_similarity(query_feats, text_feat) / self.temperature  # (B, B)
-        itm = itm_loss(self, image_embeds, text_ids, logits, generator, text_mask)
+        itm = itm_loss(self, image_embeds, text_ids, logits, generator, text_mask, matches)
         itg = itg_loss(self, image_embeds, text_ids, text_mask)
         return {"itc": itc, "itm": itm, "itg": itg}
 
@@ -638,7 +641,7 @@ def itc_loss(query_feats: torch.Tensor, text_feat: torch.Tensor, temperature: fl
 
 
 def sample_hard_negatives(
-    logits: torch.Tensor, generator: torch.Generator | None = None
+    logits: torch.Tensor, generator: torch.Generator | None = None, matches: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """For each image a non-matching text, for each text a non-matching image, drawn hard.
 
@@ -647,6 +650,11 @@ def sample_hard_negatives(
     never its own text; text j's negative image likewise from column j. Returns
     (negative text of each image (B,), negative image of each text (B,)); the same
     ``generator`` state gives the same draw.
+
+    ``matches`` (B, B) bool marks pairs that match although they are not on the diagonal (two
+    scenes with the same caption, say); they are never drawn as negatives either. BLIP-2 masks
+    the diagonal alone, which is safe when captions are almost never repeated; ShapesWorld
+    repeats them often, and a "negative" that is the true caption teaches ITM the wrong answer.
     """
     if logits.ndim != 2 or logits.shape[0] != logits.shape[1]:
         raise ValueError(f"logits must be a square (B, B) image x text matrix, got {tuple(logits.shape)}")
@@ -654,6 +662,14 @@ def sample_hard_negatives(
         raise ValueError("hard negatives need a batch of at least 2 pairs: a negative is another pair's text or image")
     logits = logits.detach().float()
     own = torch.eye(len(logits), dtype=torch.bool, device=logits.device)
+    if matches is not None:
+        if matches.shape != logits.shape:
+            raise ValueError(f"matches must be (B, B) like logits {tuple(logits.shape)}, got {tuple(matches.shape)}")
+        own = own | matches.to(device=logits.device, dtype=torch.bool)
+        alone = own.all(dim=1) | own.all(dim=0)
+        if alone.any():
+            raise ValueError(f"pairs {alone.nonzero().flatten().tolist()} match every other pair of the batch, so "
+                             "they have no negative: draw batches with at least two different texts")
     # + 1e-4 (as BLIP-2) keeps every other pair possible when a softmax row underflows
     weights_i2t = (logits.softmax(dim=1) + 1e-4).masked_fill(own, 0)  # (B, B): image i over texts
     weights_t2i = (logits.T.softmax(dim=1) + 1e-4).masked_fill(own, 0)  # (B, B): text j over images
@@ -665,19 +681,20 @@ def sample_hard_negatives(
 def itm_loss(
     model: QFormerForPretraining, image_embeds: torch.Tensor, text_ids: torch.Tensor, logits: torch.Tensor,
     generator: torch.Generator | None = None, text_mask: torch.Tensor | None = None,
+    matches: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Image-text matching: a 2-way cross-entropy on B positive and 2B hard-negative pairs.
 
     The pairs are (image i, text i) -> match, (image i, a hard negative text) -> no match and
     (a hard negative image, text j) -> no match, with negatives drawn by
-    :func:`sample_hard_negatives` from the contrastive ``logits`` (B, B).
+    :func:`sample_hard_negatives` from the contrastive ``logits`` (B, B), never among ``matches``.
     """
     B = image_embeds.shape[0]
     if logits.shape != (B, B) or text_ids.shape[0] != B:
         raise ValueError(
             f"need B images, B texts and (B, B) logits; got {B}, {text_ids.shape[0]} and {tuple(logits.shape)}"
         )
-    negative_text, negative_image = sample_hard_negatives(logits, generator)
+    negative_text, negative_image = sample_hard_negatives(logits, generator, matches)
     images = torch.cat([image_embeds, image_embeds, image_embeds[negative_image]])  # (3B, N, E)
     texts = torch.cat([text_ids, text_ids[negative_text], text_ids])  # (3B, L)
     masks = None if text_mask is None else torch.cat([text_mask, text_mask[negative_text], text_mask])  # (3B, L)
