@@ -10,12 +10,19 @@ longer when runs share the CPU, and each record keeps its seconds) and is scored
 model, through the processor and generate on 60 held-out scenes, plus the share of soft prompts
 (on the 300 check scenes) that sit nearest their note word:
 
-- ``recipe``: the shipped recipe at this budget (the reference for the others);
+- ``no stage 1``: the bridge from random queries, as the first edition's recipe had it (the
+  reference for the two lines after the next);
 - ``stage 1 first``: BLIP-2's stage 1 (ITC + ITM + ITG on captions, ``--stage1-steps``) before
-  the bridge, whose held-out image-text retrieval is recorded too;
-- ``no note pull``: the soft prompts are not pulled towards the note words (weight 0);
-- ``captions only``: BLIP-2's stage-2 data, captions alone (the note pull kept), then asked
-  questions zero-shot.
+  the bridge, whose held-out image-text retrieval is recorded too: the shipped recipe at this
+  budget (recorded before ITM stopped drawing same-caption pairs as negatives);
+- ``no note pull``: no stage 1, and the soft prompts are not pulled towards the note words;
+- ``captions only``: no stage 1, and BLIP-2's stage-2 data, captions alone (the note pull kept),
+  then asked questions zero-shot.
+
+``--previous DIR`` records a saved checkpoint instead, under the name ``previous edition (no stage 1)``:
+the first edition's shipped bridge, trained with ``--stage1-steps 0`` from the same frozen
+encoder and LM for the full 4,000 steps (git history keeps its folder), scored from its training
+record and on the same check scenes for the note words. It is the full-budget ablation of stage 1.
 
 and one LM variant: ``LM without the look loss`` (``--lm-steps``, 1,000 text steps; the shipped LM
 took 3,000 with it), scored reading the true notes, so no bridge can do better than it. The text
@@ -39,13 +46,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from scripts import train_blip2 as tb  # noqa: E402
-from utils import zoo  # noqa: E402
+from utils import blip2, zoo  # noqa: E402
 
+PREVIOUS = "previous edition (no stage 1)"
 BRIDGE_VARIANTS = {
-    "recipe": [],
+    "no stage 1": ["--stage1-steps", "0"],
     "stage 1 first": ["--stage1-steps", "{stage1}"],
-    "no note pull": ["--notes-weight", "0"],
-    "captions only": ["--caption-share", "1.0", "--chat-share", "0"],
+    "no note pull": ["--stage1-steps", "0", "--notes-weight", "0"],
+    "captions only": ["--stage1-steps", "0", "--caption-share", "1.0", "--chat-share", "0"],
 }
 
 
@@ -63,6 +71,25 @@ def cache_from_checkpoint(cache: Path) -> None:
     torch.save({"weights": model.language_model.state_dict(), "report": record["text"],
                 "seconds": seconds["text pretraining"]}, cache / "lm.pt")
     PreTrainedTokenizerFast.from_pretrained(source).save_pretrained(cache / "text")
+
+
+@torch.no_grad()
+def checkpoint_entry(folder: Path) -> dict:
+    """A saved bridge, scored like the variants: answers and captions from its training record (the same
+    60 held-out scenes, through generate), note words on the training script's 300 check scenes."""
+    from transformers import Blip2ForConditionalGeneration, PreTrainedTokenizerFast
+
+    model = Blip2ForConditionalGeneration.from_pretrained(folder, dtype=torch.float32).eval()
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(folder)
+    record = json.loads((folder / "training.json").read_text())
+    check = tb.check_world()
+    prompts = torch.cat([blip2.soft_prompts(model, x) for x in (check.images() * 2 - 1).split(100)])
+    words = blip2.nearest_words(model, tokenizer, prompts)
+    right = [a == b for scene, row in zip(check.scenes, words) for a, b in zip(row, blip2.scene_notes(scene))]
+    stage1_steps = record.get("stage 1", {}).get("steps", 0)
+    return {"change": f"--stage1-steps {stage1_steps}", "bridge steps": record["bridge steps"], "qa": record["qa"],
+            "caption words": record["caption words"], "caption exact": record["caption exact"],
+            "note words": round(sum(right) / len(right), 3)}
 
 
 def bridge_variant(argv: list[str]) -> dict:
@@ -101,7 +128,14 @@ def main() -> int:
     parser.add_argument("--lm-steps", type=int, default=1000)
     parser.add_argument("--only", nargs="*", default=None, help="run these variants only (names as in the record)")
     parser.add_argument("--out", type=Path, default=zoo.entry("blip2").local_dir / "ablations.json")
+    parser.add_argument("--previous", type=Path, default=None,
+                        help="record this saved checkpoint (trained without stage 1) and nothing else")
     args = parser.parse_args()
+    if args.previous:
+        entry = checkpoint_entry(args.previous)
+        print(entry, flush=True)
+        add_to_record(args.out, PREVIOUS, entry)
+        return 0
     if not (args.cache / "lm.pt").exists():
         cache_from_checkpoint(args.cache)
     base = ["--steps", str(args.steps), "--out", str(args.cache / "unused"), "--force", "--cache", str(args.cache)]

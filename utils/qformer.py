@@ -652,9 +652,10 @@ def sample_hard_negatives(
     ``generator`` state gives the same draw.
 
     ``matches`` (B, B) bool marks pairs that match although they are not on the diagonal (two
-    scenes with the same caption, say); they are never drawn as negatives either. BLIP-2 masks
-    the diagonal alone, which is safe when captions are almost never repeated; ShapesWorld
-    repeats them often, and a "negative" that is the true caption teaches ITM the wrong answer.
+    scenes with the same caption, say); they are never drawn as negatives either. BLIP-2's code
+    masks the diagonal alone in pre-training, where web captions almost never repeat, and every
+    pair of the same image when it fine-tunes on COCO (five captions per image); ShapesWorld
+    repeats captions often, and a "negative" that is the true caption teaches ITM the wrong answer.
     """
     if logits.ndim != 2 or logits.shape[0] != logits.shape[1]:
         raise ValueError(f"logits must be a square (B, B) image x text matrix, got {tuple(logits.shape)}")
