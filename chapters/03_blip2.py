@@ -592,7 +592,7 @@ previous = blip2_ablations["previous edition (no stage 1)"]
 print(f"captions exactly right: shipped {training['caption exact']:.1%}, no stage 1 (4,000) "
       f"{previous['caption exact']:.1%}")
 without_look = blip2_ablations["LM without the look loss"]["notes probe"]
-print(f"\nthe frozen LM reading true notes: with the look loss ({training['text']['steps']:,} steps), "
+print(f"\nthe frozen LM on true notes: with the look loss ({training['text']['steps']:,} steps), "
       f"without ({without_look['steps']:,})")
 for kind in ("colour", "size", "shape"):
     asked = [(s, q) for s in held_out for q in s.questions if q.kind == kind]
@@ -601,10 +601,11 @@ for kind in ("colour", "size", "shape"):
           f"always the leftmost object {leftmost:4.0%}")
 masked, unmasked = training["stage 1"], blip2_ablations["stage 1 first"]["stage 1"]
 late_itm = lambda run: np.mean([c["itm"] for c in run["curve"][-5:]])  # noqa: E731  (logged every 50 steps)
-print(f"\nstage 1, {masked['steps']:,} steps; same-caption pairs as ITM negatives: {'excluded':>9} {'allowed':>8}")
-print(f"  ITM loss, mean of the last 5 logged batches{'':20}{late_itm(masked):9.3f} {late_itm(unmasked):8.3f}")
-print(f"  images whose caption ranks first after ITM re-ranks{'':12}"
-      f"{masked['after']['image->text ITC+ITM']:9.1%} {unmasked['after']['image->text ITC+ITM']:8.1%}")
+re_ranked = [run["after"]["image->text ITC+ITM"] for run in (masked, unmasked)]
+print(f"\n{'stage 1 (' + format(masked['steps'], ',') + ' steps), same-caption ITM negatives:':<52}"
+      f"{'excluded':>9} {'allowed':>8}")
+print(f"{'  ITM loss, mean of the last 5 logged batches':<52}{late_itm(masked):9.3f} {late_itm(unmasked):8.3f}")
+print(f"{'  images whose caption ranks first after ITM':<52}{re_ranked[0]:9.1%} {re_ranked[1]:8.1%}")
 
 # %% [markdown]
 # ```{admonition} How this differs from BLIP-2, and why

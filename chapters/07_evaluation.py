@@ -709,7 +709,7 @@ if not FULL:
 # All of it in one table: each score with its 95% interval, resampling scenes for the tasks that
 # ask several questions per scene (VQA, POPE), questions otherwise (for CircularEval, a question
 # with all its rotations; for the relative score, an item with both grades). The last column is
-# the paired test of 7.7 on the same questions.
+# the paired test of 7.7 on the same questions, its McNemar p-value.
 
 # %% tags=["nbval-ignore-output"]
 def circular_verdicts(name: str) -> list[float]:
@@ -737,21 +737,25 @@ for column, run in per_item.items():  # a grade out of 10 counts as right at 5.5
     a, b = (np.array(results[name, run].scores) >= threshold for name in ("BLIP-2", "LLaVA"))
     paired_p[column] = stats.paired_bootstrap(a.astype(float), b.astype(float)).p_value
 paired_p["bare multiple choice, CircularEval"] = stats.paired_bootstrap(circular_verdicts("BLIP-2"), circular_verdicts("LLaVA")).p_value
-print(f"{'':36s}{'BLIP-2':>24s}{'LLaVA':>24s}{'McNemar p':>12s}")
+short = {"bare multiple choice, CircularEval": "multiple choice, circular", "POPE adversarial, POPE's wording":
+         "POPE adv., POPE's wording", "POPE adversarial, own wording": "POPE adv., own wording",
+         "captions without a CHAIR error": "captions, no CHAIR error", "LLaVA-Bench-style relative score":
+         "relative score"}  # the row names, short enough for the page
+print(f"{'':25s}{'BLIP-2':>22s}{'LLaVA':>22s}{'p':>9s}")  # p: the paired (McNemar) test
 for column in board["BLIP-2"]:
     cells = [board[name][column] for name in board]
     text = [str(iv) if "relative" not in column else f"{iv.value:.0f} [{iv.low:.0f}, {iv.high:.0f}]" for iv in cells]
-    print(f"{column:36s}" + "".join(f"{t:>24s}" for t in text) + f"{paired_p[column]:>12.1g}")
-print("\nat or near a perfect score (rows with one verdict per question), bootstrap and exact intervals:")
+    print(f"{short.get(column, column):25s}" + "".join(f"{t:>22s}" for t in text) + f"{paired_p[column]:>9.1g}")
+print("\nnear a perfect score (rows with one verdict per question):")
 for name, column in [(n, c) for n in board for c in ("bare multiple choice, CircularEval", "captions without a CHAIR error")]:
     iv = board[name][column]
     if iv.value >= 0.99:
         n = len(mc_questions) if "choice" in column else len(results[name, per_item[column]].scores)
-        print(f"  {name} {column}: {round(iv.value * n)} of {n}\n    bootstrap {iv}, "
-              f"exact (Clopper-Pearson) {stats.exact_interval(round(iv.value * n), n)}")
+        print(f"  {name}, {short[column]}, {round(iv.value * n)} of {n}\n      bootstrap {iv}   "
+              f"exact {stats.exact_interval(round(iv.value * n), n)}")
 n = len(mc_questions)
-print(f"  a perfect score, {n} of {n}\n    bootstrap {stats.bootstrap_interval([1.0] * n)}, "
-      f"exact (Clopper-Pearson) {stats.exact_interval(n, n)}")
+print(f"  a perfect score, {n} of {n}\n      bootstrap {stats.bootstrap_interval([1.0] * n)}   "
+      f"exact {stats.exact_interval(n, n)}")
 if not FULL:
     for column in ("VQA accuracy", "bare multiple choice, CircularEval", "captions without a CHAIR error",
                    "LLaVA-Bench-style relative score"):
@@ -787,7 +791,7 @@ fig.tight_layout()
 # differences are real, and the prompts say what was measured. Note the lines under the table: a
 # perfect score gets a bootstrap interval of zero width, because no resample can differ; with one
 # wrong answer in 120, the bootstrap interval reaches only 1.7 points below the score, the exact
-# binomial one 3.8 points. Near the edge resampling cannot see how unlucky a sample might have
+# binomial (Clopper-Pearson) one 3.8 points. Near the edge resampling cannot see how unlucky a sample might have
 # been, and the exact interval is the honest one.
 #
 # ```{admonition} How these benchmarks differ from the real ones, and why
