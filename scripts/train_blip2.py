@@ -423,8 +423,10 @@ def retrieval(stage1: Any, features: torch.Tensor, ids: torch.Tensor, mask: torc
               rerank: int = 8) -> dict[str, float]:
     """Image-to-text and text-to-image recall@1 among held-out pairs, by ITC and by ITM re-ranking ITC's top 8.
 
-    A retrieved caption counts as right when its words equal the true caption's (two scenes can
-    share a caption); ``chance`` is what picking at random would score image-to-text.
+    ITM re-ranks two ways: by its own match probability alone (``ITC+ITM``), and as BLIP-2's code
+    does, by the match logit plus ITC's similarity (``ITC+ITM sum``). A retrieved caption counts as
+    right when its words equal the true caption's (two scenes can share a caption); ``chance`` is
+    what picking at random would score image-to-text.
     """
     stage1.eval()
     query_feats, text_feat = stage1.contrastive_features(features, ids, mask)
@@ -435,11 +437,13 @@ def retrieval(stage1: Any, features: torch.Tensor, ids: torch.Tensor, mask: torc
     t2i = same[sim.argmax(dim=0), rows].float().mean().item()
     top = sim.topk(rerank, dim=1).indices  # (N, k): ITC's shortlist for each image
     pairs = features.repeat_interleave(rerank, dim=0)
-    match = stage1.match_logits(pairs, ids[top.flatten()], mask[top.flatten()]).softmax(-1)[:, 1]
-    best = top[rows, match.view(-1, rerank).argmax(dim=1)]
+    logits = stage1.match_logits(pairs, ids[top.flatten()], mask[top.flatten()])  # (N * k, 2)
+    best = top[rows, logits.softmax(-1)[:, 1].view(-1, rerank).argmax(dim=1)]
+    summed = top[rows, (logits[:, 1].view(-1, rerank) + sim.gather(1, top)).argmax(dim=1)]
     stage1.train()
     return {"image->text ITC": round(i2t, 3), "text->image ITC": round(t2i, 3),
             "image->text ITC+ITM": round(same[rows, best].float().mean().item(), 3),
+            "image->text ITC+ITM sum": round(same[rows, summed].float().mean().item(), 3),
             "chance": round(same.float().mean().item(), 3)}
 
 
