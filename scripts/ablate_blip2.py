@@ -98,11 +98,17 @@ def checkpoint_entry(folder: Path) -> dict:
             "note words": round(sum(right) / len(right), 3)}
 
 
-def stage1_rerun(argv: list[str]) -> dict:
-    """The shipped recipe's stage 1 alone: its record (steps, retrieval before and after, final temperature)."""
+def with_frozen_parts(argv: list[str]) -> tb.Run:
+    """A training run for ``argv`` with its image encoder and LM restored from the cache (or trained)."""
     run = tb.prepare(tb.parse_args(argv))
     tb.patch_lesson(run)
     tb.text_pretraining(run)
+    return run
+
+
+def stage1_rerun(argv: list[str]) -> dict:
+    """The shipped recipe's stage 1 alone: its record (steps, retrieval before and after, final temperature)."""
+    run = with_frozen_parts(argv)
     start = time.perf_counter()
     tb.qformer_pretraining(run)
     record = run.report["stage 1"]
@@ -111,9 +117,7 @@ def stage1_rerun(argv: list[str]) -> dict:
 
 
 def bridge_variant(argv: list[str]) -> dict:
-    run = tb.prepare(tb.parse_args(argv))
-    tb.patch_lesson(run)
-    tb.text_pretraining(run)
+    run = with_frozen_parts(argv)
     start = time.perf_counter()
     tb.qformer_pretraining(run)
     tb.bridge_training(run)
