@@ -91,11 +91,10 @@ def checkpoint_entry(folder: Path) -> dict:
     check = tb.check_world()
     prompts = torch.cat([blip2.soft_prompts(model, x) for x in (check.images() * 2 - 1).split(100)])
     words = blip2.nearest_words(model, tokenizer, prompts)
-    right = [a == b for scene, row in zip(check.scenes, words) for a, b in zip(row, blip2.scene_notes(scene))]
     stage1_steps = record.get("stage 1", {}).get("steps", 0)
     return {"change": f"--stage1-steps {stage1_steps}", "bridge steps": record["bridge steps"], "qa": record["qa"],
             "caption words": record["caption words"], "caption exact": record["caption exact"],
-            "note words": round(sum(right) / len(right), 3)}
+            "note words": round(blip2.note_word_share(words, check.scenes), 3)}
 
 
 def with_frozen_parts(argv: list[str]) -> tb.Run:

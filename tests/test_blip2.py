@@ -184,3 +184,13 @@ def test_stage_one_retrieval_counts_a_caption_shared_by_two_scenes_as_right() ->
     wrong_itm = _FixedScores(images, texts, {(1, 0)})  # ITM prefers text 0 for image 1, if ITC lets it see it
     scores = retrieval(wrong_itm, features, ids, torch.ones_like(ids), captions, rerank=2)
     assert scores["image->text ITC+ITM"] == 0.75  # text 0 is second in image 1's shortlist, and ITM picks it
+
+
+def test_note_word_share_counts_slots_that_read_as_the_note() -> None:
+    scenes = [make_scene(k, seed=3) for k in range(2)]
+    notes = [blip2.scene_notes(s) for s in scenes]
+    assert blip2.note_word_share(notes, scenes) == 1.0
+    wrong_first = [["?", *row[1:]] for row in notes]
+    assert blip2.note_word_share(wrong_first, scenes) == 1 - 1 / blip2.NUM_QUERY_TOKENS
+    with pytest.raises(ValueError, match="one row per scene"):
+        blip2.note_word_share(notes[:1], scenes)

@@ -223,6 +223,14 @@ def nearest_words(model: Any, tokenizer: Any, prompts: torch.Tensor) -> list[lis
     return [[tokenizer.convert_ids_to_tokens(int(i)).lstrip("Ġ") for i in row] for row in ids]
 
 
+def note_word_share(words: Sequence[Sequence[str]], scenes: Sequence[Scene]) -> float:
+    """The share of slots whose word (one row of :func:`nearest_words` per scene) is the scene's note word."""
+    if len(words) != len(scenes):
+        raise ValueError(f"{len(words)} rows of words but {len(scenes)} scenes: pass one row per scene")
+    right = [a == b for row, scene in zip(words, scenes) for a, b in zip(row, scene_notes(scene), strict=True)]
+    return sum(right) / len(right)
+
+
 @torch.no_grad()
 def answer_attention(model: Any, processor: Any, image: Any, question: str, layer: int, head: int) -> torch.Tensor:
     """Where one LM attention head looks while the model is about to answer ``question``.

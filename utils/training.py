@@ -61,17 +61,18 @@ def update(
     loss: torch.Tensor,
     clip: Iterable[torch.Tensor] | None = None,
     schedule: torch.optim.lr_scheduler.LRScheduler | None = None,
-    max_grad_norm: float = 1.0,
+    max_grad_norm: float | None = 1.0,
 ) -> None:
     """One optimiser update, the same in every training loop of the course.
 
     Clear the old gradients, backpropagate ``loss``, rescale the gradients of ``clip`` (the
     parameters being trained) so that their joint norm is at most ``max_grad_norm`` -- one bad
     batch cannot throw the weights far off -- step, and advance the learning-rate ``schedule``.
+    Without ``clip``, or with ``max_grad_norm`` None, nothing is clipped.
     """
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    if clip is not None:
+    if clip is not None and max_grad_norm is not None:
         torch.nn.utils.clip_grad_norm_(clip, max_grad_norm)
     optimizer.step()
     if schedule is not None:
@@ -145,8 +146,7 @@ def train_classifier(
             if augment is not None:
                 x = augment(x, generator)
             loss = F.cross_entropy(model(x), y)
-            clip = model.parameters() if max_grad_norm is not None else None
-            update(optimizer, loss, clip, schedule, max_grad_norm or 1.0)
+            update(optimizer, loss, model.parameters(), schedule, max_grad_norm)
             history.step_loss.append(loss.item())
             bar.update()
         history.train_accuracy.append(accuracy(model, images[:TRAIN_EVAL_SIZE], labels[:TRAIN_EVAL_SIZE]))
